@@ -1,0 +1,1 @@
+"""The training engine: knows nothing about images or text, only models, tasks and batches."""

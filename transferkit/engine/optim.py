@@ -1,0 +1,97 @@
+"""Parameter groups: head vs backbone layer groups, layer-wise LR decay, no weight decay on biases and norms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import FinetuneConfig
+
+
+def backbone_of(model: nn.Module) -> nn.Module | None:
+    """The model's backbone if it follows the TransferModel convention (has `.backbone` with `layer_groups()`)."""
+    bb = getattr(model, "backbone", None)
+    return bb if isinstance(bb, nn.Module) and hasattr(bb, "layer_groups") else None
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names of parameters that must not get weight decay: biases, norm weights, and 1-d / scalar params."""
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+    out = set()
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if p.ndim <= 1 or isinstance(mod, norm_types) or "norm" in type(mod).__name__.lower():
+                out.add(full)
+    return out
+
+
+class ParamGroupPlan:
+    """Which parameters exist in which LR group. Built once; the engine asks for the groups it needs each time a
+    freezing change makes new parameters trainable.
+
+    Group order is fixed (head, then backbone groups top -> stem), so an optimizer rebuilt on resume has the same
+    group order as one that grew group by group while unfreezing top-down.
+    """
+
+    def __init__(self, model: nn.Module, config: FinetuneConfig) -> None:
+        self.config = config
+        params = dict(model.named_parameters())
+        self.no_decay = no_decay_names(model)
+        bb = backbone_of(model)
+        if bb is None:
+            self.backbone_groups: list[list[str]] = []
+            self.head_names = list(params)
+        else:
+            prefix = next(n for n, m in model.named_modules() if m is bb)
+            self.backbone_groups = [[f"{prefix}.{n}" for n in g] for g in bb.layer_groups()]
+            in_backbone = {n for g in self.backbone_groups for n in g}
+            self.head_names = [n for n in params if n not in in_backbone]
+        self.params = params
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.backbone_groups)
+
+    def backbone_lr(self, index: int) -> float:
+        """LR of backbone group `index` (0 = stem): ``lr * backbone_lr_mult * layer_decay ** (L - 1 - index)``."""
+        decay = self.config.layer_decay or 1.0
+        return self.config.lr * self.config.backbone_lr_mult * decay ** (self.num_groups - 1 - index)
+
+    def trainable_names(self, n_top: int) -> set[str]:
+        """Names of parameters that train when the top `n_top` backbone groups train."""
+        start = self.num_groups - n_top
+        names = set(self.head_names)
+        for g in self.backbone_groups[start:]:
+            names.update(g)
+        return names
+
+    def set_trainable(self, n_top: int) -> None:
+        names = self.trainable_names(n_top)
+        for n, p in self.params.items():
+            p.requires_grad_(n in names)
+
+    def groups(self, which: list[int | str]) -> list[dict[str, Any]]:
+        """Optimizer param-group dicts for "head" and/or backbone group indices, split by weight decay."""
+        out = []
+        for key in which:
+            names = self.head_names if key == "head" else self.backbone_groups[key]
+            lr = self.config.lr if key == "head" else self.backbone_lr(key)
+            for wd, selected in ((self.config.weight_decay, [n for n in names if n not in self.no_decay]),
+                                 (0.0, [n for n in names if n in self.no_decay])):
+                ps = [self.params[n] for n in selected if self.params[n].requires_grad]
+                if ps:
+                    name = "head" if key == "head" else f"backbone.{key}"
+                    out.append({"params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd, "name": name})
+        return out
+
+    def order(self, n_top: int) -> list[int | str]:
+        """Group keys trainable with `n_top` top backbone groups, in the canonical order."""
+        return ["head"] + list(range(self.num_groups - 1, self.num_groups - 1 - n_top, -1))
+
+
+def build_optimizer(param_groups: list[dict[str, Any]], config: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW over the given groups. An empty group list (everything frozen) is a configuration error upstream."""
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)

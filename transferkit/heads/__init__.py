@@ -1,0 +1,94 @@
+"""Task heads. A head is an nn.Module built from ``(backbone, num_classes, **kwargs)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import HEADS
+
+
+def register_head(name: str, factory: Callable[..., nn.Module] | None = None, **meta: Any):
+    """Registers a head factory ``(backbone, num_classes, **kw) -> nn.Module`` under `name`.
+
+    Example:
+        >>> import transferkit as tk
+        >>> from torch import nn
+        >>> @tk.register_head("two-layer")
+        ... def two_layer(backbone, num_classes, hidden=128):
+        ...     width = backbone.num_features
+        ...     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    """
+    return HEADS.register(name, factory, **meta)
+
+
+class LinearHead(nn.Module):
+    """Dropout (optional) + one linear layer on pooled features."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.dropout(x))
+
+
+class MLPHead(nn.Module):
+    """Linear -> GELU -> dropout -> linear: a small non-linear head on pooled features."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 512, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@register_head("linear", domain=("image", "text"))
+def linear_head(backbone: nn.Module, num_classes: int, dropout: float = 0.0) -> nn.Module:
+    return LinearHead(backbone.num_features, num_classes, dropout=dropout)
+
+
+@register_head("mlp", domain=("image", "text"))
+def mlp_head(backbone: nn.Module, num_classes: int, hidden: int = 512, dropout: float = 0.1) -> nn.Module:
+    return MLPHead(backbone.num_features, num_classes, hidden=hidden, dropout=dropout)
+
+
+def build_head(head: Any, backbone: nn.Module, num_classes: int, default: str = "linear", **kwargs: Any) -> nn.Module:
+    """Builds a head from a registered name, an nn.Module (used as is), an nn.Module class, or a factory.
+
+    Classes and factories are called as ``head(backbone, num_classes, **kwargs)``; a class whose first
+    parameter is named ``in_features`` gets ``backbone.num_features`` instead of the backbone.
+    """
+    if head is None:
+        head = default
+    if isinstance(head, nn.Module):
+        if kwargs:
+            raise ConfigError("head_kwargs cannot be used with a ready-made nn.Module head.")
+        return head
+    if isinstance(head, str):
+        head = HEADS.get(head)
+    if not callable(head):
+        raise ConfigError(f"head={head!r} must be a registered name, an nn.Module, a class, or a factory.")
+    first = _first_param_name(head)
+    module = head(backbone.num_features if first in ("in_features", "in_channels", "num_features") else backbone,
+                  num_classes, **kwargs)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"head factory {head!r} returned {type(module).__name__}, not an nn.Module.")
+    return module
+
+
+def _first_param_name(fn: Callable) -> str | None:
+    try:
+        target = fn.__init__ if inspect.isclass(fn) else fn
+        params = [p for p in inspect.signature(target).parameters if p != "self"]
+    except (TypeError, ValueError):
+        return None
+    return params[0] if params else None

@@ -1,0 +1,1 @@
+"""Streaming metrics: accumulate per batch, compute once per epoch; never keep all predictions."""
