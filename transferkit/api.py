@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +42,16 @@ def _resolve(task: str, config: str | Path | Mapping | None, options: dict[str, 
     from .tasks import get_task
 
     task_cls = get_task(task)
-    merged: dict[str, Any] = dict(task_cls.defaults)
+    explicit: dict[str, Any] = {}
     if config is not None:
-        merged.update(load_yaml(config) if isinstance(config, (str, Path)) else dict(config))
-    merged.update({k: v for k, v in options.items()})
+        explicit.update(load_yaml(config) if isinstance(config, (str, Path)) else dict(config))
+    explicit.update(options)
+    merged: dict[str, Any] = {**task_cls.defaults, **explicit}
     merged.pop("task", None)
     merged.pop("data", None)
+    if merged.get("pretrained") is False and "backbone_lr_mult" not in explicit:
+        # A random-init backbone has nothing to preserve: train it at the full learning rate.
+        merged["backbone_lr_mult"] = 1.0
     engine_opts, rest = split_known(merged, FinetuneConfig, "finetune")
     task_opts: dict[str, Any] = {}
     if task_cls.Options is not None:
@@ -255,7 +258,3 @@ def evaluate(output_dir: str | Path, data: Any, *, batch_size: int = 64, quiet: 
     accelerator = make_accelerator(cfg)
     model = predictor.model.to(accelerator.device)
     return evaluate_model(task, model, loader, accelerator, cfg, desc="evaluate")
-
-
-def _config_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(FinetuneConfig)]
