@@ -68,16 +68,9 @@ class ImageClassificationTask(Task):
     def eval_dataset(self, data: Any):
         from ..data.images import resolve_image_data
 
-        resolved = resolve_image_data({"train": data, "val": data}, seed=self.config.seed)
-        unknown = [name for name in resolved.labels if name not in self.labels]
-        if unknown:
-            raise DataError(
-                f"Classes {unknown[:5]} in {data!r} were not seen in training; the model knows "
-                f"{self.labels[:20]}."
-            )
-        remap = torch.tensor([self.labels.index(name) for name in resolved.labels])
-        ds = resolved.train.build(self.transform(train=False))
-        return _RemapTargets(ds, remap)
+        # labels= maps class folders onto the ids the model was trained with (a class it never saw is an error)
+        resolved = resolve_image_data({"train": data, "val": data}, seed=self.config.seed, labels=self.labels)
+        return resolved.train.build(self.transform(train=False))
 
     def transform(self, train: bool) -> Callable:
         from ..data.transforms import build_transforms
@@ -161,16 +154,3 @@ def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> di
 def _jsonable(cfg: dict[str, Any] | None) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in (cfg or {}).items()}
 
-
-class _RemapTargets(torch.utils.data.Dataset):
-    """Maps class ids of an evaluation folder onto the ids the model was trained with."""
-
-    def __init__(self, dataset, remap: torch.Tensor) -> None:
-        self.dataset, self.remap = dataset, remap
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        x, y = self.dataset[i]
-        return x, int(self.remap[y])
