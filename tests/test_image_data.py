@@ -429,7 +429,7 @@ def test_resolve_split_is_seeded(tmp_path):
 
 
 # --- transforms -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["default", "crop", "none", "noflip"])
+@pytest.mark.parametrize("preset", ["default", "crop", "affine", "none", "noflip"])
 @pytest.mark.parametrize("train", [True, False])
 def test_transform_presets_shapes_and_dtype(preset, train):
     tf = build_transforms(CFG, train=train, preset=preset)
@@ -464,6 +464,19 @@ def test_train_presets_flip_or_not():
     assert any(default) and not all(default)  # flipped sometimes, never cropped away
     noflip = [build_transforms(CFG, train=True, preset="noflip")(img)[0, 0, 0].item() > 0 for _ in range(10)]
     assert all(noflip)
+
+
+def test_affine_preset_moves_content_but_never_mirrors():
+    img = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    img[:, 12:20, :6] = 255  # a bright bar on the left, mid-height
+    torch.manual_seed(0)
+    tf = build_transforms(CFG, train=True, preset="affine")
+    outs = [tf(img)[0] for _ in range(20)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])  # random geometry
+    for o in outs:  # the bar stays on the left half: no horizontal flip
+        bright = (o > 0).float()
+        assert bright[:, :16].sum() > bright[:, 16:].sum()
+    assert torch.equal(build_transforms(CFG, train=False, preset="affine")(img), build_transforms(CFG, train=False)(img))
 
 
 def test_transform_callable_and_unknown_preset():

