@@ -66,7 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sub.add_parser("list-tasks", help="task names")
 
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (argparse would take them for the task positional's neighbours)
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("finetune", "pretrain"):
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return _dispatch(args)
     except TransferkitError as e:

@@ -1,0 +1,42 @@
+"""The `transferkit` command, run in-process."""
+
+from __future__ import annotations
+
+import json
+
+from test_image_classification import make_folder
+
+from transferkit.cli import main
+
+
+def test_list_commands(capsys):
+    assert main(["list-tasks"]) == 0
+    assert "image-classification" in capsys.readouterr().out.split()
+    assert main(["list-backbones", "resnet1*", "--source", "timm"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "timm:resnet18" in names and all(n.startswith("timm:resnet1") for n in names)
+
+
+def test_finetune_predict_evaluate(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+    code = main(["finetune", "image-classification", "--data", str(data), "--backbone", "timm:test_resnet",
+                 "--output-dir", str(out), "pretrained=false", "epochs=1", "image_size=32", "quiet=true"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["output_dir"] == str(out) and "accuracy" in printed["metrics"]["val"]
+    img = next(data.rglob("*.png"))
+    assert main(["predict", str(out), str(img)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(img)) and line.split("\t")[1] in {"red", "green", "blue"}
+    assert main(["evaluate", str(out), "--data", str(data)]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out)
+
+
+def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
+    code = main(["finetune", "image-classification", "--data", str(tmp_path / "missing"), "--backbone",
+                 "timm:test_resnet", "pretrained=false"])
+    assert code == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["finetune", "image-classification", "--data", str(tmp_path), "epochz=1"]) == 2
+    assert "did you mean epochs" in capsys.readouterr().err
