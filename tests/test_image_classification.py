@@ -85,7 +85,7 @@ def test_evaluate_on_a_folder(trained, data_dir):
 
 def test_learns_an_easy_task_with_test_split(data_dir, tmp_path):
     data = {"train": str(data_dir), "test": str(data_dir)}
-    result = tk.finetune("image-classification", data=data, epochs=6, output_dir=str(tmp_path / "r"), **FAST)
+    result = tk.finetune("image-classification", data=data, epochs=10, output_dir=str(tmp_path / "r"), **FAST)
     assert result.metrics["test"]["accuracy"] >= 0.9
 
 

@@ -57,7 +57,9 @@ def make_accelerator(config: FinetuneConfig, find_unused_parameters: bool = Fals
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("mixed_precision='fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'no'.")
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
-    return Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=handlers)
+    # cpu=True on GPU-less machines lets accelerate see a torchrun/`accelerate launch` group as multi-CPU (gloo).
+    return Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=handlers,
+                       cpu=not torch.cuda.is_available())
 
 
 def progress(iterable, desc: str, quiet: bool, leave: bool = True):

@@ -78,7 +78,9 @@ class Task:
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=generator,
-            drop_last=False,
+            # A last training batch of one sample breaks BatchNorm and gives a noisy step: drop the remainder
+            # (a different one each epoch, as the data is shuffled) unless the split is smaller than a batch.
+            drop_last=split == "train" and len(dataset) > batch_size,
         )
 
     # --- model ------------------------------------------------------------------------------------------
