@@ -130,9 +130,21 @@ def tk_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
     TensorTask.current["model"] = model
     with tempfile.TemporaryDirectory() as out:
         result = tk.finetune(
-            "bench-tensors", data=ds, backbone="(given by the task)", output_dir=out, epochs=1, batch_size=batch,
-            lr=1e-3, weight_decay=0.01, schedule="constant", warmup=0, max_grad_norm=None, quiet=True,
-            save_checkpoints=False, monitor="train/loss", seed=0,
+            "bench-tensors",
+            data=ds,
+            backbone="(given by the task)",
+            output_dir=out,
+            epochs=1,
+            batch_size=batch,
+            lr=1e-3,
+            weight_decay=0.01,
+            schedule="constant",
+            warmup=0,
+            max_grad_norm=None,
+            quiet=True,
+            save_checkpoints=False,
+            monitor="train/loss",
+            seed=0,
         )
     steps = len(ds) // batch
     return steps / result.history[0]["time"]
@@ -161,15 +173,21 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in runs.items()}
         ratio = med["transferkit"] / med["hand"]
         results[workload] = {
-            "steps": steps, "batch": spec["batch"], "repeats": args.repeats,
-            "steps_per_s": med, "all_runs": runs,
-            "ratio_tk_vs_hand": ratio, "ratio_accelerate_vs_hand": med["accelerate"] / med["hand"],
+            "steps": steps,
+            "batch": spec["batch"],
+            "repeats": args.repeats,
+            "steps_per_s": med,
+            "all_runs": runs,
+            "ratio_tk_vs_hand": ratio,
+            "ratio_accelerate_vs_hand": med["accelerate"] / med["hand"],
         }
-        print(f"RESULT {workload} ratio={ratio:.2f} tk_steps_s={med['transferkit']:.1f} "
-              f"hand_steps_s={med['hand']:.1f} accelerate_ratio={med['accelerate'] / med['hand']:.2f}", flush=True)
+        print(
+            f"RESULT {workload} ratio={ratio:.2f} tk_steps_s={med['transferkit']:.1f} "
+            f"hand_steps_s={med['hand']:.1f} accelerate_ratio={med['accelerate'] / med['hand']:.2f}",
+            flush=True,
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "engine_overhead", "torch_threads": 2, "results": results},
-                                  indent=2))
+    RESULTS.write_text(json.dumps({"benchmark": "engine_overhead", "torch_threads": 2, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

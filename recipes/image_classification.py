@@ -1,7 +1,7 @@
 """Recipe: fine-tune an image classifier. Thin on purpose: all logic lives in transferkit.
 
-    python recipes/image_classification.py [--config recipes/image_classification.yaml] [key=value ...]
-    accelerate launch recipes/image_classification.py --config ...   # several GPUs / processes
+python recipes/image_classification.py [--config recipes/image_classification.yaml] [key=value ...]
+accelerate launch recipes/image_classification.py --config ...   # several GPUs / processes
 """
 
 from __future__ import annotations

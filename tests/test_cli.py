@@ -20,8 +20,22 @@ def test_list_commands(capsys):
 def test_finetune_predict_evaluate(tmp_path, capsys):
     data = make_folder(tmp_path / "data", per_class=6)
     out = tmp_path / "run"
-    code = main(["finetune", "image-classification", "--data", str(data), "--backbone", "timm:test_resnet",
-                 "--output-dir", str(out), "pretrained=false", "epochs=1", "image_size=32", "quiet=true"])
+    code = main(
+        [
+            "finetune",
+            "image-classification",
+            "--data",
+            str(data),
+            "--backbone",
+            "timm:test_resnet",
+            "--output-dir",
+            str(out),
+            "pretrained=false",
+            "epochs=1",
+            "image_size=32",
+            "quiet=true",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["output_dir"] == str(out) and "accuracy" in printed["metrics"]["val"]
@@ -34,8 +48,17 @@ def test_finetune_predict_evaluate(tmp_path, capsys):
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
-    code = main(["finetune", "image-classification", "--data", str(tmp_path / "missing"), "--backbone",
-                 "timm:test_resnet", "pretrained=false"])
+    code = main(
+        [
+            "finetune",
+            "image-classification",
+            "--data",
+            str(tmp_path / "missing"),
+            "--backbone",
+            "timm:test_resnet",
+            "pretrained=false",
+        ]
+    )
     assert code == 2
     assert "missing" in capsys.readouterr().err
     assert main(["finetune", "image-classification", "--data", str(tmp_path), "epochz=1"]) == 2

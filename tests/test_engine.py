@@ -68,8 +68,15 @@ def test_backbone_then_unfreeze_adds_groups_and_trains_backbone(tmp_path):
             seen.append(trainer_ref[0].model.backbone.stem[0].weight.requires_grad)
 
     trainer_ref = []
-    config = FinetuneConfig(freeze="backbone-then-unfreeze", unfreeze_epoch=1, quiet=True, epochs=3, restore_best=False,
-                            batch_size=16, callbacks=(Spy(),))
+    config = FinetuneConfig(
+        freeze="backbone-then-unfreeze",
+        unfreeze_epoch=1,
+        quiet=True,
+        epochs=3,
+        restore_best=False,
+        batch_size=16,
+        callbacks=(Spy(),),
+    )
     task = ToyTask(config, ToyOptions())
     splits = task.prepare_data((make_data(96, seed=0), make_data(48, seed=1)))
     model = task.build_model()
@@ -98,8 +105,7 @@ def test_schedule_warmup_then_cosine():
 def test_early_stopping_stops_at_expected_epoch_and_restores_best(tmp_path):
     # val accuracy per epoch: best at epoch 2, then 2 epochs without improvement -> stop after epoch 4
     seq = (0.5, 0.8, 0.7, 0.75, 0.9, 0.95)
-    trainer, out = run(tmp_path, ToyOptions(metric_sequence=seq + (0.123,)), epochs=6,
-                       early_stopping={"patience": 2})
+    trainer, out = run(tmp_path, ToyOptions(metric_sequence=seq + (0.123,)), epochs=6, early_stopping={"patience": 2})
     assert [row["epoch"] for row in out.history] == [1, 2, 3, 4]
     assert out.stopped_early and out.best_epoch == 1
     assert out.metrics["val"]["accuracy"] == 0.8

@@ -36,8 +36,9 @@ FAST = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, batch_
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    result = tk.finetune("image-classification", data=str(data_dir), epochs=2, output_dir=str(out),
-                         val_fraction=0.25, **FAST)
+    result = tk.finetune(
+        "image-classification", data=str(data_dir), epochs=2, output_dir=str(out), val_fraction=0.25, **FAST
+    )
     return result, out
 
 
@@ -92,8 +93,14 @@ def test_learns_an_easy_task_with_test_split(data_dir, tmp_path):
 def test_pretrained_path_round_trip_through_finetune(trained, data_dir, tmp_path):
     result, out = trained
     # a new run that starts from the first run's weights (head keys of the old run are dropped)
-    r2 = tk.finetune("image-classification", data=str(data_dir), epochs=1, output_dir=str(tmp_path / "r2"),
-                     **{**FAST, "pretrained": str(out / "model.safetensors")}, freeze="backbone")
+    r2 = tk.finetune(
+        "image-classification",
+        data=str(data_dir),
+        epochs=1,
+        output_dir=str(tmp_path / "r2"),
+        **{**FAST, "pretrained": str(out / "model.safetensors")},
+        freeze="backbone",
+    )
     sd1, sd2 = result.model.backbone.state_dict(), r2.model.backbone.state_dict()
     for k in sd1:
         assert torch.equal(sd1[k], sd2[k]), k  # frozen backbone == loaded weights, bit for bit
@@ -104,6 +111,7 @@ def test_custom_heads(head, data_dir, tmp_path):
     if head == "module":
         spec = nn.Sequential(nn.Dropout(0.1), nn.Linear(96, 3))
     elif head == "class":
+
         class MyHead(nn.Module):
             def __init__(self, in_features, num_classes):
                 super().__init__()
@@ -114,19 +122,32 @@ def test_custom_heads(head, data_dir, tmp_path):
 
         spec = MyHead
     elif head == "factory":
+
         def spec(backbone, num_classes):
             return nn.Linear(backbone.num_features, num_classes)
     elif head == "registered":
         name = f"test-head-{tmp_path.name}"
-        tk.register_head(name, lambda backbone, num_classes, hidden=8: nn.Sequential(
-            nn.Linear(backbone.num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)))
+        tk.register_head(
+            name,
+            lambda backbone, num_classes, hidden=8: nn.Sequential(
+                nn.Linear(backbone.num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+            ),
+        )
         spec = name
     else:
         spec = "mlp"
     kwargs = {"head_kwargs": {"hidden": 16}} if head == "mlp" else {}
     out = tmp_path / "run"
-    r = tk.finetune("image-classification", data=str(data_dir), head=spec, epochs=1, output_dir=str(out),
-                    max_steps=1, **FAST, **kwargs)
+    r = tk.finetune(
+        "image-classification",
+        data=str(data_dir),
+        head=spec,
+        epochs=1,
+        output_dir=str(out),
+        max_steps=1,
+        **FAST,
+        **kwargs,
+    )
     assert r.model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
     if head in ("module", "class", "factory"):
         with pytest.raises(tk.ConfigError, match="custom head"):
@@ -149,8 +170,17 @@ def test_custom_backbone_module(data_dir, tmp_path):
         def forward(self, x):
             return self.pool(self.conv(x)).flatten(1)
 
-    r = tk.finetune("image-classification", data=str(data_dir), backbone=Tiny(), pretrained=False, epochs=1,
-                    image_size=16, quiet=True, output_dir=str(tmp_path / "r"), freeze="backbone")
+    r = tk.finetune(
+        "image-classification",
+        data=str(data_dir),
+        backbone=Tiny(),
+        pretrained=False,
+        epochs=1,
+        image_size=16,
+        quiet=True,
+        output_dir=str(tmp_path / "r"),
+        freeze="backbone",
+    )
     assert r.history[0]["train/loss"] > 0
 
 
@@ -180,8 +210,16 @@ def test_load_errors(tmp_path):
 def test_yaml_config_and_kwargs_override(data_dir, tmp_path):
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text("epochs: 3\nlr: 0.01\nimage_size: 32\nmax_steps: 1\n")
-    r = tk.finetune("image-classification", data=str(data_dir), config=str(cfg), epochs=1,
-                    output_dir=str(tmp_path / "r"), backbone="timm:test_resnet", pretrained=False, quiet=True)
+    r = tk.finetune(
+        "image-classification",
+        data=str(data_dir),
+        config=str(cfg),
+        epochs=1,
+        output_dir=str(tmp_path / "r"),
+        backbone="timm:test_resnet",
+        pretrained=False,
+        quiet=True,
+    )
     meta = json.loads((tmp_path / "r" / "transferkit.json").read_text())
     assert meta["config"]["epochs"] == 1 and meta["config"]["lr"] == 0.01
     assert len(r.history) == 1

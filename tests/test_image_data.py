@@ -476,7 +476,9 @@ def test_affine_preset_moves_content_but_never_mirrors():
     for o in outs:  # the bar stays on the left half: no horizontal flip
         bright = (o > 0).float()
         assert bright[:, :16].sum() > bright[:, 16:].sum()
-    assert torch.equal(build_transforms(CFG, train=False, preset="affine")(img), build_transforms(CFG, train=False)(img))
+    assert torch.equal(
+        build_transforms(CFG, train=False, preset="affine")(img), build_transforms(CFG, train=False)(img)
+    )
 
 
 def test_transform_callable_and_unknown_preset():

@@ -47,4 +47,5 @@ __all__ = [
     "list_tasks",
     "load",
     "pretrain",
+    "register_head",
 ]

@@ -56,7 +56,8 @@ def _resolve(task: str, config: str | Path | Mapping | None, options: dict[str, 
     task_opts: dict[str, Any] = {}
     if task_cls.Options is not None:
         task_opts, rest = split_known(rest, task_cls.Options, task)
-    raise_unknown_options(rest, field_names(FinetuneConfig) + (field_names(task_cls.Options) if task_cls.Options else []))
+    valid = field_names(FinetuneConfig) + (field_names(task_cls.Options) if task_cls.Options else [])
+    raise_unknown_options(rest, valid)
     cfg = FinetuneConfig(**coerce(FinetuneConfig, engine_opts))
     try:
         opts = task_cls.Options(**coerce(task_cls.Options, task_opts)) if task_cls.Options else None
@@ -109,8 +110,9 @@ def finetune(
         options["head"] = head
     task_cls, cfg, opts = _resolve(task, config, options)
     if cfg.backbone is None:
-        raise ConfigError(f"finetune({task!r}) needs a backbone, e.g. backbone='timm:resnet18'; "
-                          "see tk.list_backbones().")
+        raise ConfigError(
+            f"finetune({task!r}) needs a backbone, e.g. backbone='timm:resnet18'; see tk.list_backbones()."
+        )
     out = Path(output_dir or _default_output_dir(task))
     cfg = cfg.replace(output_dir=str(out))
     return _run(task, task_cls, cfg, opts, data)
@@ -129,7 +131,8 @@ def pretrain(
 
     Example:
         >>> import transferkit as tk
-        >>> tk.pretrain("masked-lm", data="corpus.txt", backbone="hf:runs/base", output_dir="runs/mlm")  # doctest: +SKIP
+        >>> tk.pretrain("masked-lm", data="corpus.txt", backbone="hf:bert-base-uncased",
+        ...             output_dir="runs/mlm")  # doctest: +SKIP
         >>> tk.finetune("text-classification", data="reviews.csv", backbone="hf:runs/mlm")  # doctest: +SKIP
     """
     options = dict(options)
@@ -224,8 +227,10 @@ def load(output_dir: str | Path, *, head: Any = None, device: str | None = None)
     saved = dict(meta["config"])
     if isinstance(saved.get("head"), str) and saved["head"].startswith("<custom"):
         if head is None:
-            raise ConfigError(f"The run in {output_dir} used a custom head ({saved['head']}); pass it again: "
-                              "tk.load(output_dir, head=...).")
+            raise ConfigError(
+                f"The run in {output_dir} used a custom head ({saved['head']}); pass it again: "
+                "tk.load(output_dir, head=...)."
+            )
         saved["head"] = head
     elif head is not None:
         saved["head"] = head

@@ -19,14 +19,13 @@ FORMAT_VERSION = 1
 
 def versions() -> dict[str, str]:
     """Versions of the libraries that shape the saved weights (for bug reports and reproducibility)."""
+    import contextlib
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
     for pkg in ("transferkit", "torch", "torchvision", "timm", "transformers", "accelerate"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
@@ -44,8 +43,16 @@ def describe(value: Any) -> Any:
     return f"<custom {name}>"
 
 
-def write_meta(output_dir: Path, *, task: str, config: FinetuneConfig, options: Any, task_state: dict,
-               metrics: dict | None = None, status: str = "finished") -> None:
+def write_meta(
+    output_dir: Path,
+    *,
+    task: str,
+    config: FinetuneConfig,
+    options: Any,
+    task_state: dict,
+    metrics: dict | None = None,
+    status: str = "finished",
+) -> None:
     cfg = {k: describe(v) for k, v in dataclasses.asdict(config).items() if k != "callbacks"}
     meta = {
         "format_version": FORMAT_VERSION,

@@ -98,8 +98,7 @@ def _dispatch(args) -> int:
         result = fn(args.task, data=_parse_data(args.data), output_dir=args.output_dir, config=args.config, **kwargs)
         _print_metrics(result)
     elif args.command == "evaluate":
-        print(json.dumps(tk.evaluate(args.run_dir, data=_parse_data(args.data), batch_size=args.batch_size),
-                         indent=2))
+        print(json.dumps(tk.evaluate(args.run_dir, data=_parse_data(args.data), batch_size=args.batch_size), indent=2))
     elif args.command == "predict":
         for inp, out in zip(args.inputs, tk.load(args.run_dir).predict(args.inputs)):
             if "probs" in out:

@@ -102,8 +102,10 @@ class FinetuneConfig:
             return es
         if isinstance(es, Mapping):
             return EarlyStopping(**split_known(dict(es), EarlyStopping, "early_stopping")[0])
-        raise ConfigError(f"early_stopping={es!r} is not understood; pass True, a dict such as "
-                          "{'monitor': 'val/accuracy', 'patience': 3}, or an EarlyStopping.")
+        raise ConfigError(
+            f"early_stopping={es!r} is not understood; pass True, a dict such as "
+            "{'monitor': 'val/accuracy', 'patience': 3}, or an EarlyStopping."
+        )
 
 
 def _check(ok: bool, name: str, value: Any, want: str) -> None:

@@ -53,7 +53,7 @@ class Callback:
 
 
 def infer_mode(monitor: str) -> str:
-    """"min" for losses and perplexities, "max" for everything else (accuracy, f1, miou, map...)."""
+    """ "min" for losses and perplexities, "max" for everything else (accuracy, f1, miou, map...)."""
     name = monitor.rsplit("/", 1)[-1]
     return "min" if name in ("loss", "perplexity") or name.endswith("_loss") or name.endswith("error") else "max"
 
@@ -72,9 +72,7 @@ class BestTracker:
 
     def value(self, logs: dict[str, Any]) -> float:
         if self.monitor not in logs:
-            raise ConfigError(
-                f"monitor={self.monitor!r} is not among the logged metrics: {', '.join(sorted(logs))}."
-            )
+            raise ConfigError(f"monitor={self.monitor!r} is not among the logged metrics: {', '.join(sorted(logs))}.")
         return float(logs[self.monitor])
 
     def improved(self, value: float) -> bool:

@@ -58,8 +58,9 @@ def make_accelerator(config: FinetuneConfig, find_unused_parameters: bool = Fals
         raise ConfigError("mixed_precision='fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'no'.")
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
     # cpu=True on GPU-less machines lets accelerate see a torchrun/`accelerate launch` group as multi-CPU (gloo).
-    return Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=handlers,
-                       cpu=not torch.cuda.is_available())
+    return Accelerator(
+        mixed_precision=config.mixed_precision, kwargs_handlers=handlers, cpu=not torch.cuda.is_available()
+    )
 
 
 def progress(iterable, desc: str, quiet: bool, leave: bool = True):
@@ -116,8 +117,9 @@ class Trainer:
         self.device = self.accelerator.device
         self.move_batches = self.device.type != "cpu" and not self.distributed
         self.model = model
-        self.monitor = config.monitor or (config.early_stopping_config and config.early_stopping_config.monitor) \
-            or task.monitor
+        self.monitor = (
+            config.monitor or (config.early_stopping_config and config.early_stopping_config.monitor) or task.monitor
+        )
         self.callbacks: list[Callback] = list(config.callbacks)
         es = config.early_stopping_config
         self.early_stopping = EarlyStopping.from_config(es, task.monitor) if es else None
@@ -207,8 +209,7 @@ class Trainer:
         schedule = Schedule(optimizer, total_steps, warmup_steps_for(cfg.warmup, total_steps), cfg.schedule)
         acc.register_for_checkpointing(schedule)
 
-        state = RunState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, is_main_process=self.is_main,
-                         history=[])
+        state = RunState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, is_main_process=self.is_main, history=[])
         control = Control()
         best_weights: dict[str, torch.Tensor] | Path | None = None  # in memory, or on disk after a resume
         if run_state:
@@ -335,13 +336,16 @@ class Trainer:
         tmp = ckpt_root / "last.tmp"
         acc.save_state(str(tmp))
         if self.is_main:
-            save_run_state(tmp, {
-                "epoch": epoch,
-                "global_step": state.global_step,
-                "history": state.history,
-                "best": self.best.state_dict(),
-                "callbacks": [cb.state_dict() for cb in self.callbacks],
-            })
+            save_run_state(
+                tmp,
+                {
+                    "epoch": epoch,
+                    "global_step": state.global_step,
+                    "history": state.history,
+                    "best": self.best.state_dict(),
+                    "callbacks": [cb.state_dict() for cb in self.callbacks],
+                },
+            )
             from .checkpoint import replace_dir
 
             replace_dir(tmp, ckpt_root / "last")

@@ -79,8 +79,10 @@ class ParamGroupPlan:
         for key in which:
             names = self.head_names if key == "head" else self.backbone_groups[key]
             lr = self.config.lr if key == "head" else self.backbone_lr(key)
-            for wd, selected in ((self.config.weight_decay, [n for n in names if n not in self.no_decay]),
-                                 (0.0, [n for n in names if n in self.no_decay])):
+            for wd, selected in (
+                (self.config.weight_decay, [n for n in names if n not in self.no_decay]),
+                (0.0, [n for n in names if n in self.no_decay]),
+            ):
                 ps = [self.params[n] for n in selected if self.params[n].requires_grad]
                 if ps:
                     name = "head" if key == "head" else f"backbone.{key}"

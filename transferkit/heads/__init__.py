@@ -78,8 +78,11 @@ def build_head(head: Any, backbone: nn.Module, num_classes: int, default: str = 
     if not callable(head):
         raise ConfigError(f"head={head!r} must be a registered name, an nn.Module, a class, or a factory.")
     first = _first_param_name(head)
-    module = head(backbone.num_features if first in ("in_features", "in_channels", "num_features") else backbone,
-                  num_classes, **kwargs)
+    module = head(
+        backbone.num_features if first in ("in_features", "in_channels", "num_features") else backbone,
+        num_classes,
+        **kwargs,
+    )
     if not isinstance(module, nn.Module):
         raise ConfigError(f"head factory {head!r} returned {type(module).__name__}, not an nn.Module.")
     return module

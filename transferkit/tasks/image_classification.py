@@ -56,7 +56,9 @@ class ImageClassificationTask(Task):
         from ..data.images import resolve_image_data
 
         resolved = resolve_image_data(
-            data, val_fraction=self.config.val_fraction, seed=self.config.seed,
+            data,
+            val_fraction=self.config.val_fraction,
+            seed=self.config.seed,
             skip_bad_files=self.options.skip_bad_files,
         )
         self.labels = list(resolved.labels)
@@ -85,11 +87,18 @@ class ImageClassificationTask(Task):
         if len(self.labels) < 2:
             raise DataError(f"Image classification needs at least 2 classes; got {self.labels}.")
         cfg = self.config
-        model = create_model(cfg.backbone, len(self.labels), head=cfg.head, pretrained=cfg.pretrained,
-                             head_kwargs=dict(cfg.head_kwargs), default_head=self.default_head)
+        model = create_model(
+            cfg.backbone,
+            len(self.labels),
+            head=cfg.head,
+            pretrained=cfg.pretrained,
+            head_kwargs=dict(cfg.head_kwargs),
+            default_head=self.default_head,
+        )
         if self.data_config is None:
-            self.data_config = resolved_data_config(getattr(model.backbone, "data_config", {}),
-                                                    self.options.image_size)
+            self.data_config = resolved_data_config(
+                getattr(model.backbone, "data_config", {}), self.options.image_size
+            )
         for split, ds in self._datasets.items():
             ds.transform = self.transform(train=split == "train")
         return model
@@ -137,8 +146,13 @@ def probs_to_result(probs: torch.Tensor, labels: list[str]) -> dict[str, Any]:
 
 def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> dict[str, Any]:
     """The backbone's data config with the user's image size applied (ImageNet defaults where it says nothing)."""
-    cfg = {"input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-           "interpolation": "bilinear", "crop_pct": 0.875}
+    cfg = {
+        "input_size": (3, 224, 224),
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "interpolation": "bilinear",
+        "crop_pct": 0.875,
+    }
     cfg.update({k: v for k, v in (backbone_config or {}).items() if v is not None})
     if image_size is not None:
         if isinstance(image_size, int):
@@ -153,4 +167,3 @@ def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> di
 
 def _jsonable(cfg: dict[str, Any] | None) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in (cfg or {}).items()}
-
