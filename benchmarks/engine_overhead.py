@@ -2,9 +2,10 @@
 
 Same model, the same in-memory data through the same DataLoader, batch size, AdamW, constant LR, fp32, 2 threads.
 transferkit runs through the public `tk.finetune` with a small task registered here (tensors in, logits out),
-so what is measured is the engine's per-step overhead. Steps/s of one training epoch; median of >= 3 repeats,
-contenders alternated. Writes benchmarks/results/engine_overhead.json and prints
-`RESULT <workload> ratio=<tk/hand> ...` (> 1 means transferkit is faster).
+so what is measured is the engine's per-step overhead. Steps/s of one training epoch (and CPU seconds per step,
+which other load on a shared machine disturbs far less); median of >= 3 repeats, contenders alternated.
+Writes benchmarks/results/engine_overhead.json and prints `RESULT <workload> ratio=<tk/hand> ...`
+(> 1 means transferkit is faster).
 
     python benchmarks/engine_overhead.py [--repeats 3] [--quick]
 """
@@ -66,7 +67,7 @@ def hand_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
     loader = DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     steps = 0
     for x, y in loader:
         loss = F.cross_entropy(model(x), y)
@@ -74,7 +75,7 @@ def hand_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
         steps += 1
-    return steps / (time.perf_counter() - t0)
+    return steps / (time.perf_counter() - t0), (time.process_time() - c0) / steps
 
 
 def accelerate_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
@@ -87,7 +88,7 @@ def accelerate_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     model, opt, loader = acc.prepare(model, opt, loader)
     model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     steps = 0
     for x, y in loader:
         loss = F.cross_entropy(model(x), y)
@@ -95,7 +96,7 @@ def accelerate_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
         steps += 1
-    return steps / (time.perf_counter() - t0)
+    return steps / (time.perf_counter() - t0), (time.process_time() - c0) / steps
 
 
 class TensorTask(Task):
@@ -126,10 +127,21 @@ if "bench-tensors" not in TASKS:
     TASKS.register("bench-tensors", TensorTask)
 
 
-def tk_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
+class EpochTimer(tk.Callback):
+    """Wall and CPU time of the training epoch (no val split, so the epoch is the training steps)."""
+
+    def on_epoch_start(self, state, control):
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, state, control, logs):
+        self.wall, self.cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+
+
+def tk_loop(model: nn.Module, ds: TensorDataset, batch: int) -> tuple[float, float]:
     TensorTask.current["model"] = model
+    timer = EpochTimer()
     with tempfile.TemporaryDirectory() as out:
-        result = tk.finetune(
+        tk.finetune(
             "bench-tensors",
             data=ds,
             backbone="(given by the task)",
@@ -145,9 +157,10 @@ def tk_loop(model: nn.Module, ds: TensorDataset, batch: int) -> float:
             save_checkpoints=False,
             monitor="train/loss",
             seed=0,
+            callbacks=(timer,),
         )
     steps = len(ds) // batch
-    return steps / result.history[0]["time"]
+    return steps / timer.wall, timer.cpu / steps
 
 
 CONTENDERS = {"hand": hand_loop, "accelerate": accelerate_loop, "transferkit": tk_loop}
@@ -165,24 +178,31 @@ def main() -> None:
         ds = make_data(workload, steps, spec["batch"])
         # warm-up: first-call costs (allocator, kernels, lazy imports) must not land on one contender
         for fn in CONTENDERS.values():
-            fn(make_model(workload), make_data(workload, 2, spec["batch"]), spec["batch"])
+            fn(make_model(workload), make_data(workload, 3, spec["batch"]), spec["batch"])
         runs: dict[str, list[float]] = {k: [] for k in CONTENDERS}
+        cpu: dict[str, list[float]] = {k: [] for k in CONTENDERS}
         for _ in range(args.repeats):
             for name, fn in CONTENDERS.items():
-                runs[name].append(fn(make_model(workload), ds, spec["batch"]))
+                steps_s, cpu_per_step = fn(make_model(workload), ds, spec["batch"])
+                runs[name].append(steps_s)
+                cpu[name].append(cpu_per_step)
         med = {k: statistics.median(v) for k, v in runs.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         ratio = med["transferkit"] / med["hand"]
+        cpu_ratio = med_cpu["hand"] / med_cpu["transferkit"]  # CPU seconds per step: robust to other load
         results[workload] = {
             "steps": steps,
             "batch": spec["batch"],
             "repeats": args.repeats,
             "steps_per_s": med,
+            "cpu_s_per_step": med_cpu,
             "all_runs": runs,
             "ratio_tk_vs_hand": ratio,
+            "cpu_ratio_tk_vs_hand": cpu_ratio,
             "ratio_accelerate_vs_hand": med["accelerate"] / med["hand"],
         }
         print(
-            f"RESULT {workload} ratio={ratio:.2f} tk_steps_s={med['transferkit']:.1f} "
+            f"RESULT {workload} ratio={ratio:.2f} cpu_ratio={cpu_ratio:.2f} tk_steps_s={med['transferkit']:.1f} "
             f"hand_steps_s={med['hand']:.1f} accelerate_ratio={med['accelerate'] / med['hand']:.2f}",
             flush=True,
         )

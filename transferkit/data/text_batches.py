@@ -105,10 +105,10 @@ class PadCollate:
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of similar-length items, so padding stays small.
 
-    Training (``shuffle=True``): each epoch shuffles all items, cuts them into mega-batches of
-    ``batch_size * mega_batch`` items, sorts each mega-batch by length, cuts it into batches and shuffles the batch
-    order: batches stay random while padding drops. The shuffle draws its seed from torch's global RNG, so runs
-    are reproducible under a fixed seed and a resumed run continues the sequence.
+    Training (``shuffle=True``): each epoch shuffles all items (dropping a random remainder with `drop_last`), cuts
+    them into mega-batches of ``batch_size * mega_batch`` items, sorts each mega-batch by length, cuts it into
+    batches and shuffles the batch order: batches stay random while padding drops. The order comes from
+    `generator` alone (see the note in ``__init__``).
     Evaluation (``shuffle=False``): all items sorted by length (order does not change the metrics).
 
     Example:
@@ -117,14 +117,29 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         [[1, 3], [2, 0]]
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, mega_batch: int = 50) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        mega_batch: int = 50,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.lengths = torch.as_tensor(list(lengths))
+        # The shuffle draws only from this generator: give the DataLoader the same object, and the engine's per-epoch
+        # reseed (seed + epoch) makes every epoch's order reproducible, identical on all processes, and resumable.
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.mega = max(1, mega_batch) * batch_size
+        # as the engine's default loaders: a short last training batch gives a noisy step, so it is dropped (a
+        # different remainder each epoch, since the order is reshuffled) unless the data is smaller than a batch
+        self.drop_last = drop_last and len(self.lengths) > batch_size
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         n, bs = len(self.lengths), self.batch_size
@@ -132,8 +147,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             order = torch.argsort(self.lengths, descending=True, stable=True).tolist()
             yield from (order[i : i + bs] for i in range(0, n, bs))
             return
-        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        gen = self.generator
         perm = torch.randperm(n, generator=gen)
+        if self.drop_last:
+            perm = perm[: n - n % bs]
         batches: list[list[int]] = []
         for start in range(0, n, self.mega):
             mega = perm[start : start + self.mega]
