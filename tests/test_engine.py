@@ -137,3 +137,31 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     a, b = full.history[-1], resumed.history[-1]
     assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-5)
     assert a["val/accuracy"] == pytest.approx(b["val/accuracy"])
+
+
+class StepCounter(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step_end(self, state, control, loss):
+        self.steps += 1
+
+
+def test_gradient_accumulation_counts_optimizer_steps():
+    plain, accum = StepCounter(), StepCounter()
+    run(None, epochs=1, batch_size=16, callbacks=(plain,))  # 96 samples -> 6 batches
+    run(None, epochs=1, batch_size=16, grad_accum_steps=4, callbacks=(accum,))  # 6 batches -> 2 steps
+    assert (plain.steps, accum.steps) == (6, 2)
+
+
+def test_bf16_mixed_precision_trains_on_cpu():
+    _, out = run(None, epochs=2, mixed_precision="bf16")
+    assert all(math.isfinite(row["train/loss"]) for row in out.history)
+    assert out.history[-1]["train/loss"] < out.history[0]["train/loss"]
+
+
+def test_fp16_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(ConfigError, match="fp16"):
+        run(None, epochs=1, mixed_precision="fp16")
