@@ -67,20 +67,39 @@ class Task:
 
     def make_loader(self, dataset: Dataset, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         """A DataLoader for one split; tasks override to add samplers (e.g. length grouping)."""
+        return self.dataloader(dataset, split, self.collate_fn(split), batch_size=batch_size, shuffle=shuffle)
+
+    def dataloader(
+        self,
+        dataset: Dataset,
+        split: str,
+        collate_fn: Callable | None,
+        *,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        batch_sampler: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> DataLoader:
+        """The DataLoader settings every task shares (workers, pinning, a seeded generator the engine reseeds each
+        epoch). Pass `batch_size`/`shuffle`, or a `batch_sampler` that does its own batching."""
         workers = self.config.num_workers
-        generator = torch.Generator().manual_seed(self.config.seed)
+        batching: dict[str, Any] = {"batch_sampler": batch_sampler}
+        if batch_sampler is None:
+            # A last training batch of one sample breaks BatchNorm and gives a noisy step: drop the remainder
+            # (a different one each epoch, as the data is shuffled) unless the split is smaller than a batch.
+            batching = {
+                "batch_size": batch_size,
+                "shuffle": shuffle,
+                "drop_last": split == "train" and len(dataset) > batch_size,
+            }
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=self.collate_fn(split),
+            collate_fn=collate_fn,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=generator,
-            # A last training batch of one sample breaks BatchNorm and gives a noisy step: drop the remainder
-            # (a different one each epoch, as the data is shuffled) unless the split is smaller than a batch.
-            drop_last=split == "train" and len(dataset) > batch_size,
+            generator=generator or torch.Generator().manual_seed(self.config.seed),
+            **batching,
         )
 
     # --- model ------------------------------------------------------------------------------------------

@@ -315,18 +315,8 @@ class MaskedLMTask(Task):
         return self._fixed_masks(self._blocks(docs, "evaluation"), seed=self.config.seed + 1)
 
     def make_loader(self, dataset: Dataset, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.config.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=MaskingCollate(dataset, self._collator()),
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.config.seed) if shuffle else None,
-            drop_last=split == "train" and len(dataset) > batch_size,  # as the engine's loaders: no noisy short step
-        )
+        collate = MaskingCollate(dataset, self._collator())  # masks depend on the dataset (fixed for held-out blocks)
+        return self.dataloader(dataset, split, collate, batch_size=batch_size, shuffle=shuffle)
 
     # --- model ------------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:

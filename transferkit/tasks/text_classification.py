@@ -215,20 +215,11 @@ class TextClassificationTask(Task):
         lengths = getattr(dataset, "lengths", None)
         if lengths is None or (shuffle and not self.options.group_by_length):
             return super().make_loader(dataset, split, batch_size, shuffle)
-        workers = self.config.num_workers
         generator = torch.Generator().manual_seed(self.config.seed)  # shared with the sampler; the engine reseeds it
         sampler = LengthGroupedBatchSampler(
             lengths, batch_size, shuffle=shuffle, drop_last=split == "train", generator=generator
         )
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            generator=generator,
-            collate_fn=self.collate_fn(split),
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return self.dataloader(dataset, split, self.collate_fn(split), batch_sampler=sampler, generator=generator)
 
     # --- model ------------------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
