@@ -29,14 +29,14 @@ def run(tmp_path=None, options=None, **cfg):
 
 
 def test_param_groups_layer_decay_and_no_weight_decay():
-    config = FinetuneConfig(lr=1.0, backbone_lr_mult=0.5, layer_decay=0.1, weight_decay=0.05)
+    config = FinetuneConfig(lr=0.5, head_lr_mult=2.0, layer_decay=0.1, weight_decay=0.05)
     model = ToyTask(config).build_model()
     plan = ParamGroupPlan(model, config)
     assert plan.num_groups == 3
     groups = plan.groups(plan.order(3))
     lrs = {(g["name"], g["weight_decay"]): g["lr"] for g in groups}
-    assert lrs[("head", 0.05)] == 1.0
-    assert math.isclose(lrs[("backbone.2", 0.05)], 0.5)  # top group: lr * mult
+    assert lrs[("head", 0.05)] == 1.0  # new: lr * head_lr_mult
+    assert math.isclose(lrs[("backbone.2", 0.05)], 0.5)  # top pretrained group: lr
     assert math.isclose(lrs[("backbone.1", 0.05)], 0.05)  # one further down: x 0.1
     assert math.isclose(lrs[("backbone.0", 0.05)], 0.005)
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}

@@ -76,7 +76,7 @@ def test_pretrain_then_finetune_starts_from_pretrained_weights(mlm_run, tmp_path
         epochs=3,
         batch_size=16,
         lr=2e-3,
-        backbone_lr_mult=1.0,
+        head_lr_mult=1.0,
         quiet=True,
     )
     assert result.metrics["val"]["accuracy"] >= 0.8, result.history

@@ -128,11 +128,11 @@ def test_layer_decay_gives_expected_lr_per_group(bert_dir):
     from transferkit.models import create_model
 
     model = create_model(f"hf:{bert_dir}", num_classes=2)
-    cfg = FinetuneConfig(lr=1e-3, backbone_lr_mult=0.1, layer_decay=0.5)
+    cfg = FinetuneConfig(lr=1e-4, head_lr_mult=10.0, layer_decay=0.5)
     plan = ParamGroupPlan(model, cfg)
     assert plan.num_groups == 4  # embeddings, layer 0, layer 1, pooler
     lr_of = {id(p): g["lr"] for g in plan.groups(plan.order(plan.num_groups)) for p in g["params"]}
-    expected = {  # lr * backbone_lr_mult * layer_decay ** (L - 1 - i)
+    expected = {  # lr * layer_decay ** (L - 1 - i); the new head at lr * head_lr_mult
         "backbone.model.embeddings.": 1e-4 * 0.5**3,
         "backbone.model.encoder.layer.0.": 1e-4 * 0.5**2,
         "backbone.model.encoder.layer.1.": 1e-4 * 0.5,
@@ -152,7 +152,7 @@ def test_layer_decay_reaches_each_vit_block():
     from transferkit.models import create_model
 
     model = create_model("timm:test_vit", num_classes=3, pretrained=False)
-    plan = ParamGroupPlan(model, FinetuneConfig(lr=1e-3, backbone_lr_mult=1.0, layer_decay=0.5))
+    plan = ParamGroupPlan(model, FinetuneConfig(lr=1e-3, head_lr_mult=1.0, layer_decay=0.5))
     lr_of = {id(p): g["lr"] for g in plan.groups(plan.order(plan.num_groups)) for p in g["params"]}
     blocks = sorted({int(n.split("blocks.")[1].split(".")[0]) for n, _ in model.named_parameters() if "blocks." in n})
     block_lr = [

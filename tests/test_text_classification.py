@@ -11,7 +11,7 @@ from text_toys import TINY_BERT, corpus, sentiment, tiny_bert_folder, write_csv
 import transferkit as tk
 from transferkit.errors import ConfigError, DataError
 
-FAST = {"epochs": 4, "batch_size": 16, "lr": 2e-3, "backbone_lr_mult": 1.0, "quiet": True}  # random-init encoder
+FAST = {"epochs": 4, "batch_size": 16, "lr": 2e-3, "head_lr_mult": 1.0, "quiet": True}  # random-init encoder
 
 
 @pytest.fixture(scope="module")

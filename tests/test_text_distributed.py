@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     mlm = tk.pretrain("masked-lm", data=corpus(600), backbone="hf-config:bert", max_length=32, epochs=2,
                       output_dir=os.path.join(out, "mlm"), **common)
     cls = tk.finetune("text-classification", data={"train": sentiment(160), "test": sentiment(40, seed=9)},
-                      backbone="hf-config:bert", epochs=2, backbone_lr_mult=1.0, lr=2e-3,
+                      backbone="hf-config:bert", epochs=2, lr=2e-3,
                       output_dir=os.path.join(out, "cls"), **common)
     result = {"rank": os.environ["RANK"], "mlm": mlm.metrics["val"], "test": cls.metrics["test"],
               "steps": [len(mlm.history), len(cls.history)]}

@@ -49,9 +49,6 @@ def _resolve(task: str, config: str | Path | Mapping | None, options: dict[str, 
     merged: dict[str, Any] = {**task_cls.defaults, **explicit}
     merged.pop("task", None)
     merged.pop("data", None)
-    if merged.get("pretrained") is False and "backbone_lr_mult" not in explicit:
-        # A random-init backbone has nothing to preserve: train it at the full learning rate.
-        merged["backbone_lr_mult"] = 1.0
     engine_opts, rest = split_known(merged, FinetuneConfig, "finetune")
     task_opts: dict[str, Any] = {}
     if task_cls.Options is not None:

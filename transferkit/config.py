@@ -57,8 +57,8 @@ class FinetuneConfig:
     # transfer
     freeze: Any = "none"  # a strategy name (FREEZE_STRATEGIES) or a FreezeStrategy object
     unfreeze_epoch: int = 1  # with "backbone-then-unfreeze": epochs trained with a frozen backbone
-    backbone_lr_mult: float = 0.1  # backbone LR = lr * backbone_lr_mult (discriminative fine-tuning)
-    layer_decay: float | None = None  # e.g. 0.75: each backbone layer group further from the head gets x0.75
+    head_lr_mult: float = 1.0  # new layers (head, neck, decoder) train at lr * head_lr_mult; lr is the pretrained rate
+    layer_decay: float | None = None  # e.g. 0.75: each pretrained layer group further from the top gets x0.75
     # evaluation and stopping
     early_stopping: Any = None  # None/False: off; True: defaults; dict or EarlyStopping: as given
     monitor: str | None = None  # metric that picks the best epoch; None: the task's main metric
@@ -86,7 +86,7 @@ class FinetuneConfig:
             _check(self.freeze in FREEZE_STRATEGIES, "freeze", self.freeze, f"one of {FREEZE_STRATEGIES}")
         if self.layer_decay is not None:
             _check(0 < self.layer_decay <= 1, "layer_decay", self.layer_decay, "a float in (0, 1], e.g. 0.75")
-        _check(self.backbone_lr_mult >= 0, "backbone_lr_mult", self.backbone_lr_mult, "a float >= 0")
+        _check(self.head_lr_mult > 0, "head_lr_mult", self.head_lr_mult, "a float > 0")
 
     def replace(self, **changes: Any) -> FinetuneConfig:
         return dataclasses.replace(self, **changes)
@@ -125,9 +125,22 @@ def split_known(options: dict[str, Any], cls: type, what: str) -> tuple[dict[str
     return known, rest
 
 
+# Options that were renamed or removed: the old name must fail loudly, never mean something else silently.
+REPLACED_OPTIONS = {
+    "backbone_lr_mult": (
+        "backbone_lr_mult was removed: `lr` is now the learning rate of the pretrained weights (as in transformers, "
+        "timm and torchvision), and newly initialised layers train at lr * head_lr_mult. For the old "
+        "lr=1e-3, backbone_lr_mult=0.1 pass lr=1e-4, head_lr_mult=10."
+    ),
+}
+
+
 def raise_unknown_options(unknown: Mapping[str, Any], valid: list[str]) -> None:
     if not unknown:
         return
+    for key in unknown:
+        if key in REPLACED_OPTIONS:
+            raise ConfigError(REPLACED_OPTIONS[key])
     parts = []
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)

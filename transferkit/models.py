@@ -19,10 +19,16 @@ class TransferModel(nn.Module):
         3
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, is_pretrained: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.is_pretrained = is_pretrained
+
+    def layer_groups(self) -> list[list[str]]:
+        """The backbone's layer groups (pretrained, stem -> top); the head is new."""
+        groups = self.backbone.layer_groups() if hasattr(self.backbone, "layer_groups") else []
+        return [[f"backbone.{n}" for n in g] for g in groups]
 
     def forward(self, *args: Any, **kwargs: Any):
         return self.head(self.backbone(*args, **kwargs))
@@ -48,4 +54,5 @@ def create_model(
         head_kwargs: extra arguments for the head factory.
     """
     bb = create_backbone(backbone, pretrained=pretrained, **backbone_kwargs)
-    return TransferModel(bb, build_head(head, bb, num_classes, default=default_head, **(head_kwargs or {})))
+    head_module = build_head(head, bb, num_classes, default=default_head, **(head_kwargs or {}))
+    return TransferModel(bb, head_module, is_pretrained=getattr(bb, "is_pretrained", pretrained is not False))

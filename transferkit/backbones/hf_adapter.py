@@ -488,7 +488,9 @@ def create(
         missing = {n for n, _ in model.named_parameters()}
     pooler_loaded = not any(m.startswith("pooler.") for m in missing)
     mode = resolve_pooling(pooling, spec, model, pooler_loaded)
-    return HFBackbone(model, tok, mode, name=name, source=source)
+    backbone = HFBackbone(model, tok, mode, name=name, source=source)
+    backbone.is_pretrained = (source == "hf" and pretrained is not False) or isinstance(pretrained, str)
+    return backbone
 
 
 def create_masked_lm(spec: HFSpec, pretrained: bool | str = True, tokenizer: Any = None) -> tuple[nn.Module, Any]:

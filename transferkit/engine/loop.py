@@ -32,7 +32,7 @@ from .checkpoint import (
     snapshot,
 )
 from .freezing import NoFreeze, resolve_freeze, set_frozen_batchnorm_eval
-from .optim import ParamGroupPlan, backbone_of, build_optimizer
+from .optim import ParamGroupPlan, build_optimizer
 from .schedules import Schedule, warmup_steps_for
 
 
@@ -110,8 +110,8 @@ class Trainer:
         self.output_dir = Path(output_dir) if output_dir else None
         self.strategy = resolve_freeze(config.freeze, config.unfreeze_epoch)
         self.plan = ParamGroupPlan(model, config)
-        if backbone_of(model) is None and not isinstance(self.strategy, NoFreeze):
-            raise ConfigError(f"freeze={config.freeze!r} needs a model with a backbone; this model has none.")
+        if self.plan.num_groups == 0 and not isinstance(self.strategy, NoFreeze):
+            raise ConfigError(f"freeze={config.freeze!r} needs a model with pretrained layer groups; this one has none.")
         self.accelerator = make_accelerator(config, find_unused_parameters=self.strategy.changes_during_training)
         self.distributed = self.accelerator.num_processes > 1
         self.device = self.accelerator.device

@@ -1,4 +1,11 @@
-"""Parameter groups: head vs backbone layer groups, layer-wise LR decay, no weight decay on biases and norms."""
+"""Parameter groups: pretrained layer groups vs new parameters, layer-wise LR decay, no weight decay on biases and
+norms.
+
+A model tells the engine which of its parameters are pretrained through ``layer_groups()``: lists of parameter names,
+ordered stem -> top. Every other parameter (a head, a neck, an FPN, a decoder) is new. ``lr`` is the rate of the
+pretrained weights (as in transformers, timm and torchvision's references); new parameters train at
+``lr * head_lr_mult``. A model whose ``is_pretrained`` is False (random init) trains everything at ``lr``.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,15 @@ from torch import nn
 from ..config import FinetuneConfig
 
 
-def backbone_of(model: nn.Module) -> nn.Module | None:
-    """The model's backbone if it follows the TransferModel convention (has `.backbone` with `layer_groups()`)."""
-    bb = getattr(model, "backbone", None)
-    return bb if isinstance(bb, nn.Module) and hasattr(bb, "layer_groups") else None
+def pretrained_groups(model: nn.Module) -> list[list[str]]:
+    """The model's pretrained layer groups (parameter names, stem -> top); [] if it declares none."""
+    fn = getattr(model, "layer_groups", None)
+    return [list(g) for g in fn() if g] if callable(fn) else []
+
+
+def is_pretrained(model: nn.Module) -> bool:
+    """Whether the model's layer groups hold pretrained weights (a model says so with ``is_pretrained``)."""
+    return bool(getattr(model, "is_pretrained", True))
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -40,15 +52,12 @@ class ParamGroupPlan:
         self.config = config
         params = dict(model.named_parameters())
         self.no_decay = no_decay_names(model)
-        bb = backbone_of(model)
-        if bb is None:
-            self.backbone_groups: list[list[str]] = []
-            self.head_names = list(params)
-        else:
-            prefix = next(n for n, m in model.named_modules() if m is bb)
-            self.backbone_groups = [[f"{prefix}.{n}" for n in g] for g in bb.layer_groups()]
-            in_backbone = {n for g in self.backbone_groups for n in g}
-            self.head_names = [n for n in params if n not in in_backbone]
+        self.backbone_groups = pretrained_groups(model)
+        in_groups = {n for g in self.backbone_groups for n in g}
+        if unknown := sorted(in_groups - set(params)):
+            raise ValueError(f"layer_groups() names parameters the model does not have: {unknown[:5]}")
+        self.head_names = [n for n in params if n not in in_groups]
+        self.pretrained = is_pretrained(model) and bool(self.backbone_groups)
         self.params = params
 
     @property
@@ -56,9 +65,14 @@ class ParamGroupPlan:
         return len(self.backbone_groups)
 
     def backbone_lr(self, index: int) -> float:
-        """LR of backbone group `index` (0 = stem): ``lr * backbone_lr_mult * layer_decay ** (L - 1 - index)``."""
+        """LR of pretrained group `index` (0 = stem): ``lr * layer_decay ** (L - 1 - index)``."""
         decay = self.config.layer_decay or 1.0
-        return self.config.lr * self.config.backbone_lr_mult * decay ** (self.num_groups - 1 - index)
+        return self.config.lr * decay ** (self.num_groups - 1 - index)
+
+    @property
+    def head_lr(self) -> float:
+        """LR of the new parameters: ``lr * head_lr_mult``, or ``lr`` when nothing is pretrained."""
+        return self.config.lr * (self.config.head_lr_mult if self.pretrained else 1.0)
 
     def trainable_names(self, n_top: int) -> set[str]:
         """Names of parameters that train when the top `n_top` backbone groups train."""
@@ -78,7 +92,7 @@ class ParamGroupPlan:
         out = []
         for key in which:
             names = self.head_names if key == "head" else self.backbone_groups[key]
-            lr = self.config.lr if key == "head" else self.backbone_lr(key)
+            lr = self.head_lr if key == "head" else self.backbone_lr(key)
             for wd, selected in (
                 (self.config.weight_decay, [n for n in names if n not in self.no_decay]),
                 (0.0, [n for n in names if n in self.no_decay]),
