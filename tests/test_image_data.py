@@ -277,15 +277,33 @@ def test_image_file_dataset_applies_transform_and_checks_lengths(tmp_path):
         ImageFileDataset([path, path], [0])
 
 
-def test_decode_failure_at_load_names_file(tmp_path):
+def test_truncated_png_is_caught_up_front(tmp_path):
     make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    good = next((tmp_path / "d" / "a").iterdir()).read_bytes()
     bad = tmp_path / "d" / "a" / "zz_truncated.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # valid magic, no image data
+    bad.write_bytes(good[: len(good) // 2])  # a real PNG cut short, as an interrupted copy leaves it
+    with pytest.raises(DataError, match=r"zz_truncated\.png \(truncated PNG"):
+        resolve_image_data(tmp_path / "d", val_fraction=0.5, seed=1)
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+        data = resolve_image_data(tmp_path / "d", val_fraction=0.5, seed=1, skip_bad_files=True)
+    assert str(bad) not in data.train.paths + data.val.paths
+
+
+def test_decode_failure_at_load_names_file_or_is_skipped(tmp_path):
+    make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    good = next((tmp_path / "d" / "a").iterdir()).read_bytes()
+    bad = tmp_path / "d" / "a" / "zz_corrupt.png"
+    # header and IEND chunk intact, pixel data garbage: only a real decode can tell
+    bad.write_bytes(good[:33] + b"\x00\x00\x00\x10IDAT" + b"\x07" * 20 + good[-12:])
     data = resolve_image_data(tmp_path / "d", val_fraction=0.5, seed=1)
     ds = ImageFileDataset(data.train.paths + data.val.paths, data.train.targets + data.val.targets)
     index = ds.paths.index(str(bad))
-    with pytest.raises(DataError, match="zz_truncated.png"):
+    with pytest.raises(DataError, match="zz_corrupt.png"):
         ds[index]
+    skipping = ImageFileDataset(ds.paths, ds.targets, skip_bad=True)
+    with pytest.warns(UserWarning, match="zz_corrupt.png"):
+        assert skipping[index] is None
+    assert skipping.skipped == [str(bad)]
 
 
 # --- errors ---------------------------------------------------------------------------------------------------------
@@ -359,8 +377,11 @@ def test_label_in_val_or_test_not_in_train(tmp_path):
 
 def test_bad_dict_keys(tmp_path):
     make_folder(tmp_path / "d", {"a": 2, "b": 2})
-    with pytest.raises(DataError, match="Unknown split 'dev'"):
-        resolve_image_data({"train": tmp_path / "d", "dev": tmp_path / "d"})
+    with pytest.raises(DataError, match="Unknown split 'holdout'"):
+        resolve_image_data({"train": tmp_path / "d", "holdout": tmp_path / "d"})
+    # one table of split names for every domain: dev/testing are val/test, as for text
+    data = resolve_image_data({"train": tmp_path / "d", "dev": tmp_path / "d", "testing": tmp_path / "d"})
+    assert len(data.val) == 4 and len(data.test) == 4 and not data.val_from_train
     with pytest.raises(DataError, match="no 'train'"):
         resolve_image_data({"val": tmp_path / "d"})
     assert resolve_image_data({"train": tmp_path / "d", "test": None}).test is None

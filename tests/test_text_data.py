@@ -118,7 +118,7 @@ def test_resolve_splits_folder_and_dict(tmp_path):
     }
     assert resolve_splits({"train": "a.csv", "validation": "b.csv"}) == {"train": "a.csv", "val": "b.csv"}
     assert resolve_splits({"text": ["a"], "label": ["b"]}) == {"train": {"text": ["a"], "label": ["b"]}}
-    with pytest.raises(ConfigError, match="no 'train' split"):
+    with pytest.raises(DataError, match="no 'train' split"):
         resolve_splits({"val": "a.csv"})
     empty = tmp_path / "sub"
     empty.mkdir()

@@ -17,13 +17,12 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, UnknownNameError, WeightsError
 from ..registry import unknown_name_message
 from .base import Backbone, probe_feature_info
 from .weights import HEAD_NAMES, load_weights
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _CLASSIFIER_ATTRS = ("fc", "classifier", "heads", "head")
 _CONTAINERS = ("features", "trunk_output", "blocks", "layers")  # expanded into one unit per child
 _NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)  # convnext's LayerNorm2d is an nn.LayerNorm

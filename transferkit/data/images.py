@@ -9,13 +9,10 @@ per split, an `ImageSource` that builds a Dataset once the task knows its transf
 from __future__ import annotations
 
 import csv
-import io
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +22,17 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from ..errors import DataError
-from .splits import stratified_split
-
-try:  # torchvision.io decodes straight to a uint8 tensor (1.2-1.6x faster than PIL here); PIL stays the fallback
-    from torchvision.io import ImageReadMode, decode_image
-
-    _RGB = ImageReadMode.RGB
-except ImportError:  # pragma: no cover - torchvision builds without image ops (deprecated since 0.29)
-    decode_image = None
-    _RGB = None
+from .imageio import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    check_files,
+    is_image_name,
+    load_image,
+    read_image_file,
+    walk_images,
+)
+from .labels import sort_label_names
+from .splits import normalise_splits, split_folders, stratified_split
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -45,22 +44,7 @@ __all__ = [
     "resolve_image_data",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
-SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _MAX_LISTED = 5  # bad files / missing rows named in one error message
-
-# Magic bytes of formats that need no PIL round trip to recognise. Formats torchvision decodes are marked True.
-_MAGIC: tuple[tuple[bytes, int, bool], ...] = (
-    (b"\xff\xd8\xff", 0, True),  # JPEG
-    (b"\x89PNG\r\n\x1a\n", 0, True),  # PNG
-    (b"GIF87a", 0, True),
-    (b"GIF89a", 0, True),
-    (b"WEBP", 8, True),  # RIFF....WEBP
-    (b"BM", 0, False),  # BMP
-    (b"II*\x00", 0, False),  # TIFF little-endian
-    (b"MM\x00*", 0, False),  # TIFF big-endian
-)
-_PNM = re.compile(rb"P[1-6]\s")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -93,14 +77,19 @@ class ImageSource:
         kind = "files" if self.paths is not None else "dataset"
         return f"ImageSource({kind}, n={len(self)}, origin={self.origin!r})"
 
-    def build(self, transform: Callable | None = None) -> Dataset:
+    def build(
+        self, transform: Callable | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS, skip_bad: bool = False
+    ) -> Dataset:
         """A Dataset of ``(transform(image), class_id)`` pairs; the image is a uint8 ``(3, H, W)`` RGB tensor.
+
+        With `skip_bad`, an image file that fails to decode yields None (with a warning naming it) instead of
+        raising; the task's collate function leaves such items out of the batch.
 
         Example:
             >>> ds = data.train.build(build_transforms(cfg, train=True))  # doctest: +SKIP
         """
         if self.paths is not None:
-            return ImageFileDataset(self.paths, self.targets, transform)
+            return ImageFileDataset(self.paths, self.targets, transform, max_pixels=max_pixels, skip_bad=skip_bad)
         return UserImageDataset(self.dataset, self.label_map, indices=self.indices, transform=transform)
 
     def _take(self, idx: list[int]) -> ImageSource:
@@ -148,161 +137,12 @@ class ImageData:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------------------------------------------
-def _torchvision_decodes(head: bytes) -> bool:
-    return decode_image is not None and any(head[off : off + len(m)] == m and tv for m, off, tv in _MAGIC)
-
-
-def _known_magic(head: bytes) -> bool:
-    return any(head[off : off + len(m)] == m for m, off, _ in _MAGIC) or bool(_PNM.match(head))
-
-
-def _read_image_file(path: str) -> torch.Tensor:
-    """Decodes one file to uint8 (3, H, W) RGB; torchvision for JPEG/PNG/GIF/WEBP, PIL for the rest."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(
-            f"Cannot read image file {path!r}: {e.strerror or e}. Check that it exists and is readable."
-        ) from None
-    try:
-        if _torchvision_decodes(raw[:16]):
-            img = _tv_decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
-            if img.ndim == 4:  # animated GIF: first frame
-                img = img[0]
-            return _as_rgb_uint8(img)
-        return _pil_to_tensor(_open_pil(raw))
-    except DataError:
-        raise
-    except Exception as e:  # decoders raise RuntimeError, OSError, ValueError, SyntaxError...
-        raise DataError(
-            f"Cannot decode image {path!r} ({type(e).__name__}: {e}). The file is corrupt or not an image: "
-            "replace or delete it. (Its header looked valid, so skip_bad_files=True did not catch it.)"
-        ) from None
-
-
-def _tv_decode(data: torch.Tensor) -> torch.Tensor:
-    try:
-        return decode_image(data, mode=_RGB, apply_exif_orientation=True)
-    except DeprecationWarning:  # warnings turned into errors (torchvision.io is deprecated since 0.29): mute it
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_image(data, mode=_RGB, apply_exif_orientation=True)
-
-
-def _open_pil(raw: bytes):
-    from PIL import Image, ImageOps
-
-    img = Image.open(io.BytesIO(raw))
-    return ImageOps.exif_transpose(img)  # same orientation as torchvision's apply_exif_orientation
-
-
-def _pil_to_tensor(img) -> torch.Tensor:
-    # Every 8-bit PIL mode (L, LA, P, RGBA, CMYK, YCbCr, ...) becomes RGB via convert("RGB"), which drops alpha.
-    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit integer or float pixels: rescale like arrays
-        arr = np.asarray(img)
-        if img.mode != "F":
-            arr = np.clip(arr, 0, 65535).astype(np.uint16)
-            arr = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
-        return load_image(arr)
-    arr = np.array(img.convert("RGB"))  # a writable copy, so torch.from_numpy does not warn
-    return torch.from_numpy(arr).permute(2, 0, 1)
-
-
-def _as_rgb_uint8(img: torch.Tensor, channels_last: bool = False, where: str = "image") -> torch.Tensor:
-    """(C, H, W) / (H, W, C) / (H, W) tensor of any dtype -> uint8 (3, H, W)."""
-    if img.ndim == 2:
-        img = img.unsqueeze(0)
-    elif img.ndim != 3:
-        raise DataError(f"{where}: expected an image of shape (C, H, W), (H, W, C) or (H, W), got {tuple(img.shape)}.")
-    elif channels_last or (img.shape[0] not in (1, 2, 3, 4) and img.shape[-1] in (1, 2, 3, 4)):
-        img = img.permute(2, 0, 1)
-    c = img.shape[0]
-    if c not in (1, 2, 3, 4):
-        raise DataError(f"{where}: expected 1, 3 or 4 channels, got shape {tuple(img.shape)}.")
-    img = _to_uint8(img, where)
-    if c == 3:
-        return img
-    if c == 4:
-        return img[:3]  # drop alpha, as PIL's convert("RGB") does
-    return img[:1].repeat(3, 1, 1)  # grayscale (+ alpha); a copy, so in-place transforms stay safe
-
-
-def _to_uint8(img: torch.Tensor, where: str) -> torch.Tensor:
-    if img.dtype == torch.uint8:
-        return img
-    if img.dtype == torch.bool:
-        return img.to(torch.uint8) * 255
-    if img.dtype == torch.uint16:
-        return (img.to(torch.int32) >> 8).to(torch.uint8)
-    if img.is_floating_point():
-        lo, hi = float(img.min()), float(img.max())
-        if lo < -0.01:
-            raise DataError(
-                f"{where}: float image has values down to {lo:.3g}; it looks normalised already. Return "
-                "un-normalised images (floats in [0, 1], or uint8): transferkit normalises with the backbone's "
-                "mean and std itself."
-            )
-        scale = 255.0 if hi <= 1.01 else 1.0  # floats in [0, 1], or already on the 0-255 scale
-        return (img.float() * scale).round_().clamp_(0, 255).to(torch.uint8)
-    lo, hi = int(img.min()), int(img.max())
-    if lo < 0 or hi > 255:
-        raise DataError(f"{where}: integer image values span [{lo}, {hi}]; expected 0-255 (uint8) or uint16.")
-    return img.to(torch.uint8)
-
-
-def load_image(image: Any) -> torch.Tensor:
-    """Turns a path, PIL image, HWC numpy array or CHW tensor into a uint8 ``(3, H, W)`` RGB tensor.
-
-    Grayscale, grayscale+alpha, RGBA and palette images become 3-channel RGB (alpha is dropped). Float images
-    must be un-normalised (in [0, 1] or 0-255). Files are decoded with torchvision.io (JPEG, PNG, GIF, WEBP) or
-    PIL (BMP, TIFF, ...), applying the EXIF orientation.
-
-    Args:
-        image: a file path (str or Path), a ``PIL.Image.Image``, a numpy array ``(H, W, C)`` or ``(H, W)``, or a
-            tensor ``(C, H, W)`` or ``(H, W)``.
-
-    Returns:
-        uint8 tensor of shape ``(3, H, W)``.
-
-    Raises:
-        DataError: a missing or undecodable file, or an array of unusable shape, dtype or range.
-
-    Example:
-        >>> load_image(np.zeros((32, 48), dtype=np.uint8)).shape
-        torch.Size([3, 32, 48])
-    """
-    if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.isfile(path):
-            raise DataError(f"Image file {path!r} does not exist. Check the path.")
-        return _read_image_file(path)
-    if isinstance(image, torch.Tensor):
-        return _as_rgb_uint8(image, where="image tensor")
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[0] in (1, 2, 3, 4):
-            arr = np.moveaxis(arr, 0, -1)  # a CHW array: accept it too
-        if arr.dtype == np.uint16:  # 16-bit: keep the high byte (torch's uint16 support is limited)
-            arr = (arr >> 8).astype(np.uint8)
-        return _as_rgb_uint8(torch.from_numpy(np.ascontiguousarray(arr)), channels_last=arr.ndim == 3, where="array")
-    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image, without importing PIL eagerly
-        return _pil_to_tensor(image)
-    raise DataError(
-        f"Cannot use an image of type {type(image).__name__}; pass a file path, a PIL image, an (H, W, C) numpy "
-        "array or a (C, H, W) tensor."
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------------------------
 class ImageFileDataset(Dataset):
     """Image files with integer targets; yields ``(transform(image), target)`` with image a uint8 (3, H, W) tensor.
 
-    JPEG, PNG, GIF and WEBP are decoded by torchvision.io straight to RGB; other formats through PIL.
+    JPEG is decoded by torchvision.io straight to RGB; other formats through PIL (see imageio).
 
     Args:
         paths: image file paths.
@@ -314,18 +154,38 @@ class ImageFileDataset(Dataset):
         >>> image, target = ds[0]  # uint8 tensor (3, H, W), 0
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], targets: Sequence[int], transform: Callable | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        targets: Sequence[int],
+        transform: Callable | None = None,
+        *,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
+        skip_bad: bool = False,
+    ):
         if len(paths) != len(targets):
             raise DataError(f"ImageFileDataset got {len(paths)} paths but {len(targets)} targets; pass one per path.")
         self.paths = [os.fspath(p) for p in paths]
         self.targets = [int(t) for t in targets]
         self.transform = transform
+        self.max_pixels = max_pixels
+        self.skip_bad = skip_bad
+        self.skipped: list[str] = []  # files that failed to decode (this process; workers keep their own)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image = _read_image_file(self.paths[index])
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        path = self.paths[index]
+        try:
+            image = read_image_file(path, self.max_pixels)
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            if path not in self.skipped:
+                self.skipped.append(path)
+                warnings.warn(f"Skipped an undecodable image (skip_bad_files=True): {e}", UserWarning, stacklevel=2)
+            return None
         if self.transform is not None:
             image = self.transform(image)
         return image, self.targets[index]
@@ -449,6 +309,7 @@ def resolve_image_data(
     seed: int = 42,
     skip_bad_files: bool = False,
     labels: Sequence[str] | None = None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> ImageData:
     """Finds the images, labels and splits in `data` and checks them before any training starts.
 
@@ -478,6 +339,7 @@ def resolve_image_data(
         skip_bad_files: drop files whose header is unreadable (one warning with the count) instead of raising.
         labels: fixed class names (e.g. a trained model's, to evaluate it on new data): class ids index this
             list, every split's labels must be among them, and the training split may hold fewer classes.
+        max_pixels: images with more pixels are reported as bad (a guard against decompression bombs).
 
     Returns:
         An `ImageData` with ``labels`` and the ``train``, ``val`` and (optional) ``test`` sources.
@@ -496,7 +358,7 @@ def resolve_image_data(
     specs = _split_specs(data)
     raw = {name: _read_split(spec, name) for name, spec in specs.items()}
 
-    bad = _check_files(raw)
+    bad = check_files([p for split in raw.values() if split.paths is not None for p in split.paths], max_pixels)
     if bad:
         if not skip_bad_files:
             listed = "\n".join(f"  {p} ({why})" for p, why in bad[:_MAX_LISTED])
@@ -518,7 +380,7 @@ def resolve_image_data(
         labels = [str(n) for n in labels]
         present = set(labels)
     else:
-        labels = train.classes if train.classes is not None else _sort_labels(set(train.names))
+        labels = train.classes if train.classes is not None else sort_label_names(set(train.names))
         present = set(train.names)
     if len(present) < 2:
         found = ", ".join(repr(n) for n in sorted(present)) or "none"
@@ -552,51 +414,16 @@ def resolve_image_data(
 def _split_specs(data: Any) -> dict[str, Any]:
     """Normalises `data` to {"train": spec, ["val": spec], ["test": spec]}."""
     if isinstance(data, Mapping):
-        specs: dict[str, Any] = {}
-        for key, value in data.items():
-            if value is None:  # e.g. {"train": ..., "test": None}
-                continue
-            name = SPLIT_NAMES.get(str(key).lower())
-            if name is None:
-                raise DataError(
-                    f"Unknown split {key!r} in data; use the keys 'train', 'val' (or 'valid', 'validation') "
-                    "and 'test'."
-                )
-            if name in specs:
-                raise DataError(f"data names the {name!r} split twice (key {key!r}); keep one.")
-            specs[name] = value
-        if "train" not in specs:
-            raise DataError(f"data has splits {sorted(specs)} but no 'train'; add data['train'].")
-        return specs
+        return normalise_splits(data)
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if path.is_dir():
-            split_dirs = _split_dirs(path)
+            split_dirs = split_folders(path, inside="class subfolders")
             return split_dirs if split_dirs else {"train": path}
         if path.is_file():
             return {"train": path}
         raise DataError(f"Data path {str(path)!r} does not exist. Pass an existing image folder or CSV file.")
     return {"train": data}
-
-
-def _split_dirs(root: Path) -> dict[str, Path] | None:
-    """{split: folder} when `root` holds a train/ folder (plus val/, valid/, validation/, test/), else None."""
-    subdirs = [d for d in _list_dir(root) if d.is_dir() and not d.name.startswith(".")]
-    if not any(d.name.lower() == "train" for d in subdirs):
-        return None
-    others = [d.name for d in subdirs if d.name.lower() not in SPLIT_NAMES]
-    if others:
-        raise DataError(
-            f"Folder {str(root)!r} holds a train/ split folder but also {sorted(others)[:_MAX_LISTED]}. Either use "
-            "split folders only (train/, val/, test/, each with class subfolders) or class folders only."
-        )
-    out: dict[str, Path] = {}
-    for d in subdirs:
-        name = SPLIT_NAMES[d.name.lower()]
-        if name in out:
-            raise DataError(f"Folder {str(root)!r} has two {name} folders ({out[name].name}/, {d.name}/); keep one.")
-        out[name] = d
-    return out
 
 
 def _list_dir(path: Path) -> list[os.DirEntry]:
@@ -653,24 +480,11 @@ def _is_plain_image_folder(ds: Any) -> bool:
     )
 
 
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _walk_images(folder: str) -> list[str]:
-    """Image files under `folder` (recursively, sorted, hidden entries skipped)."""
-    out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image_name(f))
-    return out
-
-
 def _read_folder(root: Path, split: str) -> _Split:
     root_s = os.path.abspath(root)
     entries = _list_dir(root)
     class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-    loose = [e.name for e in entries if e.is_file() and _is_image_name(e.name)]
+    loose = [e.name for e in entries if e.is_file() and is_image_name(e.name)]
     exts = " ".join(IMAGE_EXTENSIONS)
     if not class_dirs:
         if loose:
@@ -687,7 +501,7 @@ def _read_folder(root: Path, split: str) -> _Split:
     empty: list[str] = []
     where: dict[str, str] = {}
     for d in class_dirs:
-        files = _walk_images(os.path.join(root_s, d.name))
+        files = walk_images(os.path.join(root_s, d.name))
         where[d.name] = os.path.join(root_s, d.name)
         if not files:
             empty.append(d.name)
@@ -797,13 +611,6 @@ def _dataset_targets(ds: Any) -> list | None:
     return None
 
 
-def _sort_labels(names: set[str]) -> list[str]:
-    """Alphabetical, or numeric when every name is an integer ("2" before "10")."""
-    if names and all(re.fullmatch(r"[+-]?\d+", n) for n in names):
-        return sorted(names, key=lambda n: (int(n), n))
-    return sorted(names)
-
-
 def _unknown_label_message(name: str, origin: str, labels: list[str], fixed: bool = False) -> str:
     shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
     if fixed:
@@ -838,39 +645,6 @@ def _to_source(split: _Split, labels: list[str], name: str, fixed: bool) -> Imag
         return ImageSource(targets, paths=split.paths, origin=split.origin)
     label_map = _LabelMap(labels, split.classes, f"the {name} split ({split.origin})", fixed)
     return ImageSource(targets, dataset=split.dataset, origin=split.origin, label_map=label_map)
-
-
-def _check_files(raw: Mapping[str, _Split]) -> list[tuple[str, str]]:
-    """(path, reason) for every file of every split whose header is not a readable image."""
-    # dict.fromkeys: each file once, even when two splits name the same files
-    paths = list(dict.fromkeys(p for split in raw.values() if split.paths is not None for p in split.paths))
-    if len(paths) > 256:  # header reads are I/O bound: threads help on network file systems
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            reasons = list(pool.map(_header_problem, paths, chunksize=64))
-    else:
-        reasons = [_header_problem(p) for p in paths]
-    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
-
-
-def _header_problem(path: str) -> str | None:
-    """None if `path` starts like an image; otherwise why not. Reads a few bytes, never the whole image."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        return f"unreadable: {e.strerror or e}"
-    if not head:
-        return "empty file"
-    if _known_magic(head):
-        return None
-    try:  # rarer formats: let PIL parse the header (lazy, no pixel decoding)
-        from PIL import Image
-
-        with Image.open(path) as img:
-            img.size  # noqa: B018 - header parsed
-        return None
-    except Exception:
-        return "not a recognised image format"
 
 
 def _drop_files(raw: Mapping[str, _Split], bad: set[str]) -> None:

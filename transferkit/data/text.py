@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,21 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from .labels import LabelMap, label_key, sort_label_names  # noqa: F401 - re-exported: the text tasks' label names
+from .splits import canonical_split, is_split_dict, normalise_splits
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text")
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
 EMPTY_POLICIES = ("skip", "error")
-_INT_LIKE = re.compile(r"[+-]?\d+(\.0*)?")
 
 
 @dataclass
@@ -360,11 +350,6 @@ def read_records(
 # --- splits -----------------------------------------------------------------------------------------------------
 
 
-def is_split_dict(data: Any) -> bool:
-    """True for ``{"train": ..., "val": ...}``-style dicts (every key a split name)."""
-    return isinstance(data, Mapping) and bool(data) and all(str(k).lower() in SPLIT_ALIASES for k in data)
-
-
 def resolve_splits(data: Any, suffixes: Sequence[str] = TABLE_SUFFIXES) -> dict[str, Any]:
     """Maps `data` to ``{"train": src, "val": src?, "test": src?}``.
 
@@ -376,20 +361,12 @@ def resolve_splits(data: Any, suffixes: Sequence[str] = TABLE_SUFFIXES) -> dict[
         {'train': 'a.csv', 'val': 'b.csv'}
     """
     if is_split_dict(data):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            name = SPLIT_ALIASES[str(key).lower()]
-            if name in out:
-                raise ConfigError(f"data has two entries for the {name!r} split ({', '.join(map(str, data))}).")
-            out[name] = value
-        if "train" not in out:
-            raise ConfigError(f"data has splits {', '.join(map(str, data))} but no 'train' split to learn from.")
-        return out
+        return normalise_splits(data)
     if isinstance(data, (str, Path)) and Path(data).is_dir():
         folder = Path(data)
         found: dict[str, Path] = {}
         for f in sorted(folder.iterdir()):
-            split = SPLIT_ALIASES.get(f.stem.lower())
+            split = canonical_split(f.stem)
             if split and f.suffix.lower() in suffixes and f.is_file():
                 if split in found:
                     raise DataError(f"{folder} has two files for the {split!r} split: {found[split].name}, {f.name}.")
@@ -402,80 +379,6 @@ def resolve_splits(data: Any, suffixes: Sequence[str] = TABLE_SUFFIXES) -> dict[
             )
         return {k: str(v) for k, v in found.items()}
     return {"train": data}
-
-
-# --- labels -----------------------------------------------------------------------------------------------------
-
-
-def label_key(value: Any) -> str:
-    """Canonical string of a raw label: ints, integral floats and their strings map to one key (1, 1.0, "1")."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    text = str(value).strip()
-    if _INT_LIKE.fullmatch(text):
-        return str(int(text.split(".")[0]))
-    return text
-
-
-def sort_label_names(names: Sequence[str]) -> list[str]:
-    """Numeric order for integer labels ('2' < '10'), alphabetical otherwise."""
-    try:
-        return sorted(names, key=int)
-    except ValueError:
-        return sorted(names)
-
-
-class LabelMap:
-    """Label name <-> class id. Names are kept as strings (also for int labels) so they survive JSON.
-
-    Example:
-        >>> lm = LabelMap.fit(["pos", "neg", "pos"])
-        >>> lm.names, lm.encode_one("pos")
-        (['neg', 'pos'], 1)
-    """
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
-        self.index = {n: i for i, n in enumerate(self.names)}
-
-    @classmethod
-    def fit(cls, labels: Sequence[Any], names: Sequence[Any] | None = None) -> LabelMap:
-        """From the training labels, or from `names` (a fixed order) which must cover them."""
-        if names is not None:
-            fixed = [label_key(n) for n in names]
-            if len(set(fixed)) != len(fixed):
-                raise ConfigError(f"label_names={list(names)!r} lists a label twice.")
-            return cls(fixed)
-        return cls(sort_label_names(list(dict.fromkeys(label_key(v) for v in labels))))
-
-    def encode(self, records: TextRecords, split: str) -> list[int]:
-        """Class ids of `records.labels`; an unknown label raises naming the file, line and known labels."""
-        out = []
-        for i, value in enumerate(records.labels or []):
-            key = label_key(value)
-            idx = self.index.get(key)
-            if idx is None:
-                line = records.lines[i] if records.lines else i + 1
-                known = ", ".join(map(repr, self.names[:20])) + (", ..." if len(self.names) > 20 else "")
-                fix = (
-                    "Add examples of it to the training data, fix the typo, or pass label_names=[...] listing every "
-                    "class."
-                    if split != "train"
-                    else "Add it to label_names or fix the label."
-                )
-                raise DataError(
-                    f"{records.source}: line {line} has label {value!r} in the {split} split, which the training "
-                    f"data does not have (known labels: {known}). {fix}"
-                )
-            out.append(idx)
-        return out
-
-    def encode_one(self, value: Any) -> int:
-        return self.index[label_key(value)]
 
 
 # --- plain-text corpora (masked-LM) -----------------------------------------------------------------------------

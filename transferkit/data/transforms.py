@@ -21,10 +21,9 @@ import torch
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 PRESETS = ("default", "crop", "affine", "none", "noflip")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SIZE = 224
 DEFAULT_CROP_PCT = 0.875
 

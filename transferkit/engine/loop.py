@@ -111,7 +111,9 @@ class Trainer:
         self.strategy = resolve_freeze(config.freeze, config.unfreeze_epoch)
         self.plan = ParamGroupPlan(model, config)
         if self.plan.num_groups == 0 and not isinstance(self.strategy, NoFreeze):
-            raise ConfigError(f"freeze={config.freeze!r} needs a model with pretrained layer groups; this one has none.")
+            raise ConfigError(
+                f"freeze={config.freeze!r} needs a model with pretrained layer groups; this one has none."
+            )
         self.accelerator = make_accelerator(config, find_unused_parameters=self.strategy.changes_during_training)
         self.distributed = self.accelerator.num_processes > 1
         self.device = self.accelerator.device

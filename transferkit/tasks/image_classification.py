@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import FinetuneConfig
+from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, DataError
 from ..metrics.classification import ClassificationMetrics
 from ..registry import TASKS
@@ -148,8 +149,8 @@ def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> di
     """The backbone's data config with the user's image size applied (ImageNet defaults where it says nothing)."""
     cfg = {
         "input_size": (3, 224, 224),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
         "interpolation": "bilinear",
         "crop_pct": 0.875,
     }

@@ -246,13 +246,14 @@ class MaskedLMTask(Task):
         return Splits(train=self._dataset(train_blocks), val=val, test=test, labels=[])
 
     def _split_sources(self, data: Any) -> dict[str, Any]:
-        from ..data.text import SPLIT_ALIASES, TABLE_SUFFIXES, TEXT_SUFFIXES, is_split_dict, resolve_splits
+        from ..data.splits import canonical_split, is_split_dict
+        from ..data.text import TABLE_SUFFIXES, TEXT_SUFFIXES, resolve_splits
 
         if is_split_dict(data):
             return resolve_splits(data)
         if isinstance(data, (str, Path)) and Path(data).is_dir():
             has_split_files = any(
-                SPLIT_ALIASES.get(f.stem.lower()) == "train" and f.suffix.lower() in TEXT_SUFFIXES + TABLE_SUFFIXES
+                canonical_split(f.stem) == "train" and f.suffix.lower() in TEXT_SUFFIXES + TABLE_SUFFIXES
                 for f in Path(data).iterdir()
             )
             if has_split_files:

@@ -190,7 +190,8 @@ class TextClassificationTask(Task):
     def eval_dataset(self, data: Any) -> Dataset:
         """A labelled dataset from `data` (a file, dict of lists, or split dict: its 'test', else 'val' split),
         encoded with the trained label set (used by ``tk.evaluate``)."""
-        from ..data.text import is_split_dict, resolve_splits
+        from ..data.splits import is_split_dict
+        from ..data.text import resolve_splits
 
         if is_split_dict(data) or (isinstance(data, (str, Path)) and Path(data).is_dir()):
             sources = resolve_splits(data)
