@@ -89,7 +89,9 @@ def test_masking_follows_80_10_10(tmp_path):
     task_cls = get_task("masked-lm")
     opts = {k: v for k, v in SCRATCH.items() if k not in ("backbone", "batch_size", "quiet")}
     task = task_cls(FinetuneConfig(backbone="hf-config:bert"), task_cls.Options(**opts))
-    splits = task.prepare_data(corpus(3000, seed=4))
+    raw = task.read_data(corpus(3000, seed=4))
+    task.build_model(raw)  # trains the tokenizer the blocks are cut with
+    splits = task.build_datasets(raw)
     torch.manual_seed(0)
     batch = next(iter(task.make_loader(splits.train, "train", len(splits.train), shuffle=True)))
     assert batch["input_ids"].shape[1] == 32
@@ -109,17 +111,19 @@ def test_masking_follows_80_10_10(tmp_path):
 def test_fast_head_matches_transformers_loss():
     from transferkit.config import FinetuneConfig
     from transferkit.tasks import get_task
-    from transferkit.tasks.masked_lm import MaskedLMModel
+    from transferkit.models.masked_lm import MaskedLMModel
 
     task_cls = get_task("masked-lm")
     opts = {k: v for k, v in SCRATCH.items() if k not in ("backbone", "batch_size", "quiet")}
     task = task_cls(FinetuneConfig(backbone="hf-config:bert"), task_cls.Options(**opts))
-    splits = task.prepare_data(corpus(500, seed=5))
-    model = task.build_model().eval()
+    raw = task.read_data(corpus(500, seed=5))
+    model = task.build_model(raw).eval()
+    splits = task.build_datasets(raw)
     assert isinstance(model, MaskedLMModel)
     assert set(model.state_dict()) == set(model.hf_model.state_dict())
     batch = next(iter(task.make_loader(splits.val, "val", 16, shuffle=False)))
-    loss, (sums, counts) = task.step(model, batch)
+    loss = task.train_step(model, batch)
+    _, (sums, counts) = task.eval_step(model, batch)
     reference = model.hf_model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
     torch.testing.assert_close(loss, reference, atol=1e-5, rtol=1e-5)
     assert float(sums.sum() / counts.sum()) == pytest.approx(float(loss.detach()), rel=1e-5)

@@ -163,7 +163,9 @@ def test_length_grouped_batches_pad_less(bert_dir):
     pads = {}
     for grouped in (True, False):
         task = task_cls(FinetuneConfig(backbone=f"hf:{bert_dir}"), task_cls.Options(group_by_length=grouped))
-        splits = task.prepare_data(data)
+        raw = task.read_data(data)
+        task.build_model(raw)
+        splits = task.build_datasets(raw)
         torch.manual_seed(0)
         batches = list(task.make_loader(splits.train, "train", 16, shuffle=True))
         assert all(len(b["labels"]) == 16 for b in batches) and len(batches) == len(splits.train) // 16

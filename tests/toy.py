@@ -66,21 +66,31 @@ class ToyTask(Task):
         super().__init__(config, options)
         self.evals = 0
 
-    def prepare_data(self, data) -> Splits:
-        (xt, yt), (xv, yv) = data
+    def read_data(self, data):
         self.labels = ["a", "b", "c"]
+        return data
+
+    def build_datasets(self, raw) -> Splits:
+        (xt, yt), (xv, yv) = raw
         return Splits(TensorDataset(xt, yt), TensorDataset(xv, yv), TensorDataset(xv, yv), self.labels)
 
-    def build_model(self) -> nn.Module:
+    def prepare_data(self, data) -> Splits:  # the two data phases in one call, for engine tests
+        return self.build_datasets(self.read_data(data))
+
+    def build_model(self, raw=None) -> nn.Module:
         torch.manual_seed(self.config.seed)
         return TransferModel(MLPBackbone(), nn.Linear(16, 3))
 
-    def step(self, model, batch):
+    def train_step(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    def eval_step(self, model, batch):
         x, y = batch
         logits = model(x)
-        return F.cross_entropy(logits, y), (logits.argmax(1), y)
+        return F.cross_entropy(logits, y, reduction="none"), (logits.argmax(1), y)
 
-    def new_metrics(self) -> Metrics:
+    def new_metrics(self, split: str = "val") -> Metrics:
         seq = self.options.metric_sequence
         if seq is None:
             return ClassificationMetrics(3)

@@ -10,7 +10,15 @@ from .backbones import create_backbone, list_backbones
 from .config import EarlyStopping, FinetuneConfig
 from .engine.callbacks import Callback
 from .engine.freezing import BackboneThenUnfreeze, FreezeBackbone, FreezeStrategy, GradualUnfreeze, NoFreeze, TopLayers
-from .errors import ArtifactError, ConfigError, DataError, TransferkitError, UnknownNameError, WeightsError
+from .errors import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    TrainingError,
+    TransferkitError,
+    UnknownNameError,
+    WeightsError,
+)
 from .heads import register_head
 from .models import TransferModel, create_model
 from .registry import Registry
@@ -34,6 +42,7 @@ __all__ = [
     "Predictor",
     "Registry",
     "TopLayers",
+    "TrainingError",
     "TransferModel",
     "TransferkitError",
     "UnknownNameError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,8 +12,29 @@ from typing import Any
 
 from torch import nn
 
-from .config import FinetuneConfig, coerce, field_names, load_yaml, raise_unknown_options, split_known
-from .errors import ConfigError
+from .config import FinetuneConfig, coerce, resolve_options, split_known
+from .errors import ArtifactError, ConfigError
+
+# Options whose change on resume is allowed (they do not change what the run has learned so far).
+RESUMABLE_CHANGES = (
+    "epochs",
+    "max_steps",
+    "early_stopping",
+    "eval_batch_size",
+    "num_workers",
+    "quiet",
+    "save_every_steps",
+    "keep_checkpoints",
+    "keep_resume_state",
+    "log_with",
+    "callbacks",
+    "device",
+    "resume",
+    "overwrite",
+    "output_dir",
+    "save_checkpoints",
+    "average_top_k",
+)
 
 
 @dataclass
@@ -25,6 +48,8 @@ class FinetuneResult:
         best_checkpoint: path of the best epoch's weights, or None.
         output_dir: the run's output folder (``tk.load(output_dir)`` gives a Predictor).
         labels: class names (index = class id).
+        best_epoch: the 1-based epoch whose weights were restored (None without validation).
+        stopped_early: whether early stopping (or a callback) ended the run.
     """
 
     model: nn.Module
@@ -37,59 +62,51 @@ class FinetuneResult:
     stopped_early: bool = False
 
 
-def _resolve(task: str, config: str | Path | Mapping | None, options: dict[str, Any]):
-    """defaults <- task defaults <- YAML/dict config <- keyword options; split into engine and task options."""
-    from .tasks import get_task
-
-    task_cls = get_task(task)
-    explicit: dict[str, Any] = {}
-    if config is not None:
-        explicit.update(load_yaml(config) if isinstance(config, (str, Path)) else dict(config))
-    explicit.update(options)
-    merged: dict[str, Any] = {**task_cls.defaults, **explicit}
-    merged.pop("task", None)
-    merged.pop("data", None)
-    engine_opts, rest = split_known(merged, FinetuneConfig, "finetune")
-    task_opts: dict[str, Any] = {}
-    if task_cls.Options is not None:
-        task_opts, rest = split_known(rest, task_cls.Options, task)
-    valid = field_names(FinetuneConfig) + (field_names(task_cls.Options) if task_cls.Options else [])
-    raise_unknown_options(rest, valid)
-    cfg = FinetuneConfig(**coerce(FinetuneConfig, engine_opts))
-    try:
-        opts = task_cls.Options(**coerce(task_cls.Options, task_opts)) if task_cls.Options else None
-    except TypeError as e:
-        raise ConfigError(f"Bad option for task {task!r}: {e}") from None
-    return task_cls, cfg, opts
-
-
 def _default_output_dir(task: str) -> str:
     return str(Path("runs") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+_UNSET: Any = object()
+
+
+def _prepare(task: str | None, data: Any, config: Any, options: dict[str, Any], *, kind: str):
+    """The one option path of every entry point (Python, CLI, recipes): task and data may come from the config."""
+    from .config import load_yaml
+    from .tasks import get_task
+
+    loaded = load_yaml(config) if isinstance(config, (str, Path)) else dict(config or {})
+    task = task if task is not None else loaded.get("task")
+    if task is None:
+        raise ConfigError(f"{kind}() needs a task, e.g. {kind}('image-classification', ...), or task: in the config.")
+    task_cls = get_task(task)
+    cfg, opts, extra = resolve_options(task_cls, loaded, options)
+    data = data if data is not _UNSET and data is not None else extra.get("data")
+    if data is None:
+        raise ConfigError(f"{kind}({task!r}) needs data=..., or data: in the config.")
+    return task, task_cls, cfg, opts, data
+
+
 def finetune(
-    task: str,
-    data: Any,
-    backbone: Any = None,
+    task: str | None = None,
+    data: Any = None,
+    backbone: Any = _UNSET,
     *,
-    pretrained: bool | str = True,
-    head: Any = None,
-    output_dir: str | Path | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> FinetuneResult:
     """Fine-tunes a pretrained backbone plus a head on `data`, validates every epoch, tests the best model.
 
+    ``lr`` is the learning rate of the pretrained weights (as in transformers, timm and torchvision); newly
+    initialised layers (the head) train at ``lr * head_lr_mult``. Options come from, lowest first: the engine's
+    defaults, the task's defaults, `config`, and the keywords given here. ``transferkit options TASK`` lists them.
+
     Args:
-        task: a task name, see ``tk.list_tasks()``.
+        task: a task name, see ``tk.list_tasks()`` (or ``task:`` in `config`).
         data: a folder, a file, a dict of split -> folder/file/Dataset, or a Dataset (see the task's docs).
         backbone: a source-prefixed name (``"timm:resnet50"``, ``"tv:resnet18"``, ``"hf:folder"``) or an nn.Module.
-        pretrained: True (the library's weights), False (random init) or a local weights file/folder.
-        head: a registered head name (``"linear"``, ``"mlp"``), an nn.Module, a class or a factory.
-        output_dir: where weights, history and checkpoints go (default ``runs/<task>-<time>``).
         config: a YAML file or dict of options; keyword options win over it.
-        **options: engine options (:class:`~transferkit.config.FinetuneConfig`: epochs, lr, freeze, ...) and
-            the task's own options (e.g. ``image_size``, ``max_length``).
+        **options: engine options (:class:`~transferkit.config.FinetuneConfig`: ``pretrained``, ``head``,
+            ``output_dir``, ``epochs``, ``lr``, ``freeze``, ...) and the task's own options (``image_size``, ...).
 
     Returns:
         A :class:`FinetuneResult`.
@@ -98,29 +115,23 @@ def finetune(
         >>> import transferkit as tk
         >>> result = tk.finetune("image-classification", data="data/pets", backbone="timm:resnet18",
         ...                      epochs=5, output_dir="runs/pets")  # doctest: +SKIP
-        >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
+        >>> result.metrics["val"]["accuracy"]  # doctest: +SKIP
     """
-    options = dict(options, pretrained=pretrained)
-    if backbone is not None:
+    if backbone is not _UNSET:
         options["backbone"] = backbone
-    if head is not None:
-        options["head"] = head
-    task_cls, cfg, opts = _resolve(task, config, options)
+    task, task_cls, cfg, opts, data = _prepare(task, data, config, options, kind="finetune")
     if cfg.backbone is None:
         raise ConfigError(
             f"finetune({task!r}) needs a backbone, e.g. backbone='timm:resnet18'; see tk.list_backbones()."
         )
-    out = Path(output_dir or _default_output_dir(task))
-    cfg = cfg.replace(output_dir=str(out))
     return _run(task, task_cls, cfg, opts, data)
 
 
 def pretrain(
-    task: str,
-    data: Any,
-    backbone: Any = None,
+    task: str | None = None,
+    data: Any = None,
+    backbone: Any = _UNSET,
     *,
-    output_dir: str | Path | None = None,
     config: str | Path | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> FinetuneResult:
@@ -132,13 +143,24 @@ def pretrain(
         ...             output_dir="runs/mlm")  # doctest: +SKIP
         >>> tk.finetune("text-classification", data="reviews.csv", backbone="hf:runs/mlm")  # doctest: +SKIP
     """
-    options = dict(options)
-    if backbone is not None:
+    if backbone is not _UNSET:
         options["backbone"] = backbone
-    options.setdefault("pretrained", True)
-    task_cls, cfg, opts = _resolve(task, config, options)
-    out = Path(output_dir or _default_output_dir(task))
-    return _run(task, task_cls, cfg.replace(output_dir=str(out)), opts, data)
+    task, task_cls, cfg, opts, data = _prepare(task, data, config, options, kind="pretrain")
+    return _run(task, task_cls, cfg, opts, data)
+
+
+def run_fingerprint(task_name: str, cfg: FinetuneConfig, opts: Any, labels: list[str], data_hash: str) -> dict:
+    """What must stay the same for a resume to continue the same run."""
+    from .artifacts import describe
+
+    values = {k: describe(v) for k, v in vars(cfg).items() if k not in RESUMABLE_CHANGES}
+    return {
+        "task": task_name,
+        **values,
+        "task_options": describe(opts) if opts is not None else {},
+        "labels": list(labels),
+        "data": data_hash,
+    }
 
 
 def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) -> FinetuneResult:
@@ -146,33 +168,203 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
 
     from .artifacts import WEIGHTS_FILE, write_meta
     from .engine.checkpoint import save_weights
-    from .engine.loop import Trainer
+    from .engine.freezing import resolve_freeze
+    from .engine.loop import Trainer, make_accelerator
+    from .engine.progress import log
+    from .engine.rundir import RunLock, prepare_folder, read_status
 
-    set_seed(cfg.seed)
-    task = task_cls(cfg, opts)
-    splits = task.prepare_data(data)
-    model = task.build_model()
-    out = Path(cfg.output_dir)
-    trainer = Trainer(task, model, splits, cfg, out)
-    if trainer.is_main:
-        write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), status="training")
-    outcome = trainer.fit()
-    model = trainer.model
-    if trainer.is_main:
-        save_weights(model, out / WEIGHTS_FILE)
-        task.save_extra(model, str(out))
-        write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), metrics=outcome.metrics)
-    trainer.accelerator.wait_for_everyone()
+    out = Path(cfg.output_dir or _default_output_dir(task_name))
+    cfg = cfg.replace(output_dir=str(out))
+    accelerator = make_accelerator(cfg, resolve_freeze(cfg.freeze, cfg.unfreeze_epoch).changes_during_training)
+    is_main = accelerator.is_main_process
+    lock = RunLock(out)
+    previous = None
+    if is_main:
+        previous = prepare_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
+        lock.acquire()
+    accelerator.wait_for_everyone()
+    if not is_main:
+        previous = read_status(out) if cfg.resume else None
+    started = False
+    try:
+        set_seed(cfg.seed)
+        task = task_cls(cfg, opts)
+        t0 = time.perf_counter()
+        raw = task.read_data(data)
+        fp = run_fingerprint(task_name, cfg, opts, task.labels, task.data_fingerprint(raw))
+        if previous is not None:
+            _check_resume(out, previous, fp, cfg)
+        model = task.build_model(raw)
+        splits = task.build_datasets(raw)
+        t_data = time.perf_counter() - t0
+        if is_main:
+            _summary(task_name, cfg, task, raw, accelerator, out)
+            write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), status="training",
+                       fingerprint=fp)  # fmt: skip
+        started = True
+        trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator)
+        outcome = trainer.fit()
+        outcome.timings["data"] = round(t_data, 3)
+        model = trainer.model
+        best_epoch = None if outcome.best_epoch is None else outcome.best_epoch + 1
+        if is_main:
+            save_weights(model, out / WEIGHTS_FILE)
+            task.save_extra(model, str(out))
+            _write_artifacts(out, outcome)
+            final_cfg = cfg.replace(lr=outcome.lr) if outcome.lr is not None else cfg
+            write_meta(
+                out,
+                task=task_name,
+                config=final_cfg,
+                options=opts,
+                task_state=task.state(),
+                metrics=outcome.metrics,
+                fingerprint=fp,
+                extra={
+                    "best_epoch": best_epoch,
+                    "best_reason": outcome.best_reason,
+                    "stopped_early": outcome.stopped_early,
+                    "skipped_steps": outcome.skipped_steps,
+                    "epochs_run": len(outcome.history),
+                    "timings": {k: round(v, 3) for k, v in outcome.timings.items()},
+                    "resumed_from": str(trainer.resumed_from) if trainer.resumed_from else None,
+                },
+            )
+            if not cfg.keep_resume_state:
+                _drop_resume_state(out)
+            _report(out, task, outcome, cfg)
+            _closing_lines(out, outcome, best_epoch, cfg, log)
+        accelerator.wait_for_everyone()
+    except BaseException as e:
+        if is_main and started:
+            _mark_failed(out, e)
+        raise
+    finally:
+        if is_main:
+            lock.release()
     return FinetuneResult(
         model=model,
         history=outcome.history,
         metrics=outcome.metrics,
         best_checkpoint=outcome.best_checkpoint,
         output_dir=str(out),
-        labels=list(splits.labels),
-        best_epoch=None if outcome.best_epoch is None else outcome.best_epoch + 1,
+        labels=list(task.labels),
+        best_epoch=best_epoch,
         stopped_early=outcome.stopped_early,
     )
+
+
+def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], cfg: FinetuneConfig) -> None:
+    """Refuses to resume a different run (before any file is touched) and a finished one with nothing left to do."""
+    from .engine.rundir import compare
+
+    saved = previous.get("fingerprint")
+    if saved is None:
+        raise ConfigError(
+            f"{out} holds a run written without a resume fingerprint (an older transferkit); it cannot be resumed "
+            "safely. Pass overwrite=True to start again."
+        )
+    diffs = compare(saved, fp)
+    if diffs:
+        raise ConfigError(
+            f"resume=True, but this is not the run in {out}; these differ: {'; '.join(diffs[:8])}. Resume with the "
+            "original options and data, pass overwrite=True to start a new run there, or choose another output_dir. "
+            f"(Options that may change on resume: {', '.join(RESUMABLE_CHANGES[:6])}, ...)"
+        )
+    if previous.get("status") == "finished":
+        done = int(previous.get("epochs_run") or previous.get("config", {}).get("epochs") or 0)
+        if cfg.epochs <= done:
+            raise ConfigError(
+                f"The run in {out} finished after {done} epoch(s); with epochs={cfg.epochs} there is nothing left to "
+                "resume. Raise epochs to train it further, or pass overwrite=True to start again."
+            )
+
+
+def _summary(task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerator: Any, out: Path) -> None:
+    from .engine.progress import log
+
+    if cfg.quiet:
+        return
+    bb = cfg.backbone if isinstance(cfg.backbone, str) else type(cfg.backbone).__name__
+    weights = {True: "library weights", False: "random init"}.get(cfg.pretrained, f"weights {cfg.pretrained}")
+    head = cfg.head if isinstance(cfg.head, str) or cfg.head is None else type(cfg.head).__name__
+    facts = task.describe_data(raw)
+    splits = ", ".join(f"{k} {v}" for k, v in facts.get("splits", {}).items())
+    classes = f" | {facts['classes']} classes" if facts.get("classes") else ""
+    note = f" ({facts['note']})" if facts.get("note") else ""
+    lr = cfg.lr if isinstance(cfg.lr, str) else f"{cfg.lr:g}"
+    log(
+        f"transferkit {task_name}: backbone {bb} ({weights}), head {head or task.default_head}\n"
+        f"  data: {splits}{note}{classes}\n"
+        f"  lr {lr} (new layers x{cfg.head_lr_mult:g}), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+        f"freeze {cfg.freeze if isinstance(cfg.freeze, str) else type(cfg.freeze).__name__}\n"
+        f"  device {accelerator.device}, precision {cfg.mixed_precision}, {accelerator.num_processes} process(es), "
+        f"output {out}"
+    )
+
+
+def _closing_lines(out: Path, outcome: Any, best_epoch: int | None, cfg: FinetuneConfig, log) -> None:
+    if cfg.quiet:
+        return
+    parts = []
+    if best_epoch is not None and cfg.restore_best:
+        parts.append(f"Restored epoch {best_epoch} of {len(outcome.history)} ({outcome.best_reason}).")
+    if outcome.skipped_steps:
+        parts.append(f"Skipped {outcome.skipped_steps} step(s) with a non-finite loss or gradient.")
+    test = outcome.metrics.get("test")
+    if test:
+        parts.append("Test: " + ", ".join(f"{k} {v:.4g}" for k, v in test.items() if isinstance(v, float))[:200] + ".")
+    parts.append(f"Model saved to {out / 'model.safetensors'}; tk.load({str(out)!r}) to predict.")
+    log(" ".join(parts))
+
+
+def _write_artifacts(out: Path, outcome: Any) -> None:
+    """Files the final evaluations produce (e.g. detection predictions), as JSON next to the model."""
+    import json
+
+    for metrics in outcome.metric_objects.values():
+        for name, content in (metrics.artifacts() if hasattr(metrics, "artifacts") else {}).items():
+            (out / name).write_text(json.dumps(content))
+
+
+def _report(out: Path, task: Any, outcome: Any, cfg: FinetuneConfig) -> None:
+    """The run report (report.html), when the report module is available; a failure never fails the run."""
+    try:
+        from .report import write_report
+    except ImportError:
+        return
+    try:
+        write_report(out, task=task, outcome=outcome)
+    except Exception as e:  # noqa: BLE001 - the model is saved; a broken figure must not lose the run
+        import warnings
+
+        warnings.warn(f"The run report could not be written ({type(e).__name__}: {e}).", stacklevel=2)
+
+
+def _drop_resume_state(out: Path) -> None:
+    import shutil
+
+    from .engine.checkpoint import list_checkpoints
+
+    for folder in list_checkpoints(out / "checkpoints"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _mark_failed(out: Path, error: BaseException) -> None:
+    import json
+
+    from .artifacts import META_FILE
+    from .engine.checkpoint import write_json
+
+    path = out / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    meta["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    meta["error"] = f"{type(error).__name__}: {error}"[:2000]
+    with contextlib.suppress(OSError):  # a full disk must not hide the original error
+        write_json(path, meta)
 
 
 class Predictor:
@@ -197,29 +389,56 @@ class Predictor:
         return list(self.task.labels)
 
     def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
-        """One result dict per input (a single input is treated as a list of one)."""
-        if isinstance(inputs, (str, Path)) or not isinstance(inputs, Sequence):
-            inputs = [inputs]
+        """One result dict per input (a single input is treated as a list of one; a folder means its images)."""
+        inputs = _expand_inputs(inputs)
         return self.task.predict(self.model, list(inputs), self.device, batch_size)
 
 
-def load(output_dir: str | Path, *, head: Any = None, device: str | None = None) -> Predictor:
-    """Loads a finished run's output folder for inference (JSON + safetensors; no pickled code).
+def _expand_inputs(inputs: Any) -> list[Any]:
+    """A path or list of paths where a folder stands for the image files in it (sorted, recursively)."""
+    if isinstance(inputs, (str, Path)) or not isinstance(inputs, Sequence):
+        inputs = [inputs]
+    out: list[Any] = []
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)) and Path(item).is_dir():
+            from .data.imageio import walk_images
+
+            files = walk_images(str(item))
+            if not files:
+                from .errors import DataError
+
+                raise DataError(f"Folder {str(item)!r} holds no image files to predict.")
+            out += files
+        else:
+            out.append(item)
+    return out
+
+
+def load(
+    output_dir: str | Path, *, head: Any = None, device: str | None = None, checkpoint: str = "final"
+) -> Predictor:
+    """Loads a run's output folder for inference (JSON + safetensors; no pickled code, no remote code).
 
     Args:
         output_dir: the folder a ``tk.finetune`` run wrote.
         head: the head again, if the run used a custom nn.Module/factory head that has no registered name.
         device: "cpu", "cuda", ... (default: CUDA if available).
+        checkpoint: ``"final"`` (the finished run's model; an unfinished run is refused) or ``"best"`` (the best
+            epoch's weights so far, also of an interrupted run).
 
     Example:
         >>> predictor = tk.load("runs/pets")  # doctest: +SKIP
         >>> predictor.predict(["cat.jpg"])  # doctest: +SKIP
     """
     from .artifacts import WEIGHTS_FILE, read_meta
+    from .engine.batchnorm import freeze_pretrained_batchnorm, resolve_policy
     from .engine.checkpoint import load_weights_into
+    from .engine.optim import pretrained_groups
     from .tasks import get_task
 
-    meta = read_meta(output_dir)
+    if checkpoint not in ("final", "best"):
+        raise ConfigError(f"checkpoint={checkpoint!r} must be 'final' or 'best'.")
+    meta = read_meta(output_dir, require_finished=checkpoint == "final")
     task_cls = get_task(meta["task"])
     saved = dict(meta["config"])
     if isinstance(saved.get("head"), str) and saved["head"].startswith("<custom"):
@@ -231,32 +450,51 @@ def load(output_dir: str | Path, *, head: Any = None, device: str | None = None)
         saved["head"] = head
     elif head is not None:
         saved["head"] = head
-    known, _ = split_known(saved, FinetuneConfig, "config")
-    known.update(pretrained=False, output_dir=str(output_dir), callbacks=())
-    cfg = FinetuneConfig(**coerce(FinetuneConfig, known))
-    task = task_cls.from_state(meta["task_state"], cfg)
+    known, _ = split_known(saved, FinetuneConfig)
+    known.update(pretrained=False, output_dir=str(output_dir), callbacks=(), resume=False, overwrite=False)
+    if isinstance(known.get("backbone"), str) and known["backbone"].startswith("<custom"):
+        known["backbone"] = None
+    try:
+        cfg = FinetuneConfig(**coerce(FinetuneConfig, known))
+        task = task_cls.from_state(meta["task_state"], cfg)
+    except (KeyError, TypeError) as e:
+        raise ArtifactError(
+            f"{Path(output_dir) / 'transferkit.json'} is damaged or of another format ({e})."
+        ) from None
     model = task.build_model()
-    load_weights_into(model, Path(output_dir) / WEIGHTS_FILE)
+    if resolve_policy(cfg.batchnorm, getattr(task, "batchnorm", "eval-when-frozen")) == "frozen" and getattr(
+        model, "is_pretrained", True
+    ):
+        freeze_pretrained_batchnorm(model, {n for g in pretrained_groups(model) for n in g})
+    weights = Path(output_dir) / WEIGHTS_FILE
+    if checkpoint == "best":
+        best = Path(output_dir) / "checkpoints" / "best" / "model.safetensors"
+        weights = best if best.is_file() else weights
+    load_weights_into(model, weights)
     return Predictor(task, model, meta, device)
 
 
 def evaluate(output_dir: str | Path, data: Any, *, batch_size: int = 64, quiet: bool = True) -> dict[str, float]:
-    """Evaluates a finished run on labelled `data` (same formats as finetune's data, one split).
+    """Evaluates a finished run on labelled `data` (same formats as finetune's data, one split: a folder with
+    split folders is evaluated on its test split, else its val split).
 
     Returns:
-        Bare metric names -> values, e.g. ``{"accuracy": 0.93, "f1_macro": 0.92, "loss": 0.21}``.
+        Bare metric names -> values, e.g. ``{"accuracy": 0.93, "f1_macro": 0.92, "loss": 0.21}``; ``loss`` is the
+        mean over samples, whatever the batch size.
 
     Example:
         >>> tk.evaluate("runs/pets", data="data/pets_test")  # doctest: +SKIP
     """
-    from .engine.loop import evaluate_model, make_accelerator
+    from .engine.evaluation import evaluate as run_evaluation
+    from .engine.loop import make_accelerator
 
     predictor = load(output_dir)
     task = predictor.task
-    cfg = task.config.replace(quiet=quiet, mixed_precision="no")
+    cfg = task.config.replace(quiet=quiet, mixed_precision="no", output_dir=None)
     task.config = cfg
     dataset = task.eval_dataset(data)
     loader = task.make_loader(dataset, "test", batch_size, shuffle=False)
     accelerator = make_accelerator(cfg)
     model = predictor.model.to(accelerator.device)
-    return evaluate_model(task, model, loader, accelerator, cfg, desc="evaluate")
+    metrics, _ = run_evaluation(task, model, loader, accelerator, desc="evaluate", quiet=quiet, split="test")
+    return metrics

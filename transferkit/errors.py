@@ -28,3 +28,7 @@ class WeightsError(TransferkitError, ValueError):
 
 class ArtifactError(TransferkitError, ValueError):
     """An output folder that cannot be loaded."""
+
+
+class TrainingError(TransferkitError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message names the step and the last good checkpoint."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ class Backbone(nn.Module):
     - ``layer_groups()``: lists of parameter names (relative to this module), ordered stem -> top. Every
       parameter appears in exactly one group. Freezing and layer-wise LR decay work on these groups.
     - ``source`` and ``name``: where it came from, e.g. ``"timm"`` and ``"resnet18"``.
+    - ``features(out_indices=None)``: the multi-scale view for dense tasks (a :class:`FeatureBackbone` sharing
+      these weights), where the source supports one.
     """
 
     num_features: int
@@ -32,8 +35,82 @@ class Backbone(nn.Module):
     def layer_groups(self) -> list[list[str]]:
         return [[n for n, _ in self.named_parameters()]]
 
+    def features(self, out_indices: Sequence[int] | None = None) -> FeatureBackbone:
+        """The multi-scale view: maps at the strides of ``feature_info[i]`` for i in `out_indices` (default: all).
+
+        The view shares this backbone's (already loaded) parameters, so one classification weights file serves a
+        classifier, a segmentation encoder and a detection body alike. It may drop layers it does not need (the
+        classifier, the last norm): use the backbone either pooled or through its view, not both.
+        """
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"{self.source or type(self).__name__}:{self.name} has no multi-scale view, so it cannot serve a dense "
+            "task (segmentation, detection). Use a timm:, tv: or smp: image backbone."
+        )
+
     def extra_repr(self) -> str:
         return f"source={self.source!r}, name={self.name!r}, num_features={self.num_features}"
+
+
+class FeatureBackbone(nn.Module):
+    """A backbone's multi-scale view: ``forward(x)`` returns a list of NCHW maps at increasing strides.
+
+    Attributes:
+        feature_info: one ``{"num_chs", "reduction", "module"}`` per returned map.
+        channels, reductions: the same as lists, e.g. ``[24, 32, 96, 1280]`` and ``[4, 8, 16, 32]``.
+        data_config: the backbone's input size, mean and std.
+        source, name: as the backbone's.
+
+    ``layer_groups()`` lists the view's parameter names by the backbone's own groups (stem -> top), so freezing,
+    ``top-N`` and layer-wise LR decay mean the same stage counts in every domain.
+    """
+
+    feature_info: list[dict[str, Any]]
+    data_config: dict[str, Any]
+    source: str = ""
+    name: str = ""
+
+    def _init_view(self, backbone: nn.Module, out_indices: Sequence[int] | None, groups: list[list[str]]) -> list[int]:
+        """Stores metadata and the backbone's groups (read before any pruning); returns the checked indices."""
+        info = list(backbone.feature_info)
+        indices = list(range(len(info))) if out_indices is None else [int(i) for i in out_indices]
+        if not indices or any(not 0 <= i < len(info) for i in indices) or indices != sorted(set(indices)):
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"out_indices={out_indices!r} must be increasing indices into the {len(info)} feature levels of "
+                f"{backbone.source}:{backbone.name} (strides {[f['reduction'] for f in info]})."
+            )
+        self.feature_info = [dict(info[i]) for i in indices]
+        self.data_config = dict(backbone.data_config)
+        self.source, self.name = backbone.source, backbone.name
+        params = dict(backbone.named_parameters())
+        self._backbone_groups = [[params[n] for n in g if n in params] for g in groups]
+        return indices
+
+    @property
+    def channels(self) -> list[int]:
+        return [int(f["num_chs"]) for f in self.feature_info]
+
+    @property
+    def reductions(self) -> list[int]:
+        return [int(f["reduction"]) for f in self.feature_info]
+
+    def layer_groups(self) -> list[list[str]]:
+        names = {id(p): n for n, p in self.named_parameters()}
+        groups = [[names[id(p)] for p in g if id(p) in names] for g in self._backbone_groups]
+        grouped = {n for g in groups for n in g}
+        rest = [n for n in names.values() if n not in grouped]  # e.g. a norm added by the view
+        groups = [g for g in groups if g]
+        if rest and groups:
+            groups[-1] += rest
+        elif rest:
+            groups = [rest]
+        return groups
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, name={self.name!r}, channels={self.channels}, reductions={self.reductions}"
 
 
 def check_layer_groups(module: nn.Module, groups: list[list[str]]) -> None:

@@ -180,7 +180,7 @@ def _load_config(name: str):
             "save_pretrained (or by tk.pretrain), or a hub name."
         )
     try:
-        return AutoConfig.from_pretrained(name)
+        return AutoConfig.from_pretrained(name, trust_remote_code=False)
     except (OSError, ValueError) as e:
         hint = (
             " It is not a local folder, and loading a hub name needs the network or the local HF cache."
@@ -405,13 +405,15 @@ def _load_pretrained(auto_cls, spec: HFSpec, config, pretrained: bool | str) -> 
     path = Path(source)
     with quiet_transformers():
         if path.is_file():  # a bare weights file: build from the config, then load
-            model = auto_cls.from_config(config)
+            model = auto_cls.from_config(config, trust_remote_code=False)
             missing = _load_state_file(model, path)
             return model, missing
         if isinstance(pretrained, str) and not path.exists():
             raise WeightsError(f"pretrained={pretrained!r}: no such file or folder.")
         try:
-            model, info = auto_cls.from_pretrained(source, config=config, output_loading_info=True)
+            model, info = auto_cls.from_pretrained(
+                source, config=config, output_loading_info=True, trust_remote_code=False
+            )
         except (OSError, ValueError, RuntimeError) as e:
             raise WeightsError(
                 f"Cannot load weights for {spec.display} from {source!r}: {e}. A folder needs config.json plus "
@@ -484,7 +486,7 @@ def create(
         model, missing = _load_pretrained(AutoModel, spec, config, pretrained)
     else:
         with quiet_transformers():
-            model = AutoModel.from_config(config)
+            model = AutoModel.from_config(config, trust_remote_code=False)
         missing = {n for n, _ in model.named_parameters()}
     pooler_loaded = not any(m.startswith("pooler.") for m in missing)
     mode = resolve_pooling(pooling, spec, model, pooler_loaded)
@@ -523,7 +525,7 @@ def create_masked_lm(spec: HFSpec, pretrained: bool | str = True, tokenizer: Any
             )
     else:
         with quiet_transformers():
-            model = AutoModelForMaskedLM.from_config(config)
+            model = AutoModelForMaskedLM.from_config(config, trust_remote_code=False)
     return model, tok
 
 

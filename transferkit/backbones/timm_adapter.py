@@ -5,6 +5,7 @@ This module is imported only when a ``timm:`` backbone is asked for, so importin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownNameError, WeightsError
 from ..registry import unknown_name_message
-from .base import Backbone
+from .base import Backbone, FeatureBackbone
 from .weights import load_weights
 
 _DATA_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
@@ -48,6 +49,16 @@ class TimmBackbone(Backbone):
         """Unpooled features of the last stage, e.g. ``(B, C, H, W)`` for CNNs, ``(B, N, C)`` for ViTs."""
         return self.model.forward_features(x)
 
+    def features(self, out_indices: Sequence[int] | None = None) -> TimmFeatures:
+        """The multi-scale view (timm's ``forward_intermediates`` on this model, pruned after the last level).
+
+        Example:
+            >>> view = create("test_resnet", pretrained=False).features()
+            >>> view.reductions, [tuple(m.shape[1:]) for m in view(torch.zeros(1, 3, 64, 64))][-1]
+            ([2, 4, 8, 16, 32], (96, 2, 2))
+        """
+        return TimmFeatures(self, out_indices)
+
     def layer_groups(self) -> list[list[str]]:
         """timm's own fine-grained layer grouping (``group_matcher(coarse=False)``), stem -> top."""
         from timm.models import group_parameters
@@ -63,6 +74,33 @@ class TimmBackbone(Backbone):
             groups = [[n for n, _ in self.model.named_parameters(recurse=False)]]
             groups += [[f"{c}.{n}" for n, _ in m.named_parameters()] for c, m in self.model.named_children()]
         return [["model." + n for n in g] for g in groups if g]
+
+
+class TimmFeatures(FeatureBackbone):
+    """Multi-scale view of a :class:`TimmBackbone`. Parameter names stay ``model.<timm name>`` where timm supports
+    ``forward_intermediates`` (most models); other models go through timm's FeatureListNet (flattened names)."""
+
+    def __init__(self, backbone: TimmBackbone, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        indices = self._init_view(backbone, out_indices, backbone.layer_groups())
+        model = backbone.model
+        if hasattr(model, "forward_intermediates") and hasattr(model, "prune_intermediate_layers"):
+            try:  # drops what comes after the last level (head, final norm): no idle parameters under DDP
+                self.indices = model.prune_intermediate_layers(indices, prune_norm=True, prune_head=True)
+                self.model, self.getter = model, True
+                return
+            except (NotImplementedError, AssertionError, AttributeError):
+                pass
+        from timm.models._features import FeatureListNet
+
+        self.indices, self.model, self.getter = indices, FeatureListNet(model, out_indices=tuple(indices)), False
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.getter:
+            return self.model.forward_intermediates(
+                x, indices=self.indices, intermediates_only=True, output_fmt="NCHW"
+            )
+        return self.model(x)
 
 
 def _rel(module: str) -> str:

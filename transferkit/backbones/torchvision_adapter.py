@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from torchvision import models as tvm
 from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, UnknownNameError, WeightsError
 from ..registry import unknown_name_message
-from .base import Backbone, probe_feature_info
+from .base import Backbone, FeatureBackbone, probe_feature_info
 from .weights import HEAD_NAMES, load_weights
 
 _CLASSIFIER_ATTRS = ("fc", "classifier", "heads", "head")
@@ -44,6 +45,16 @@ class TorchvisionBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def features(self, out_indices: Sequence[int] | None = None) -> TorchvisionFeatures:
+        """The multi-scale view: the model's stage units run in order, returning the maps of `feature_info`.
+
+        Example:
+            >>> view = create("resnet18", pretrained=False).features([1, 2, 3, 4])
+            >>> view.channels, view.reductions
+            ([64, 128, 256, 512], [4, 8, 16, 32])
+        """
+        return TorchvisionFeatures(self, out_indices)
+
     def layer_groups(self) -> list[list[str]]:
         """One group per stage-like unit (resnet: stem, layer1..layer4; ``features`` models: each child)."""
         groups: list[list[str]] = []
@@ -62,6 +73,51 @@ class TorchvisionBackbone(Backbone):
         if direct:
             groups[0] = direct + groups[0]  # class token and position embedding sit with the patch embedding
         return groups
+
+
+class TorchvisionFeatures(FeatureBackbone):
+    """Multi-scale view of a :class:`TorchvisionBackbone`.
+
+    torchvision's classifiers run their stage units one after the other (resnet: conv1 .. layer4; ``features``
+    models: each child), so the view holds the units up to the last level it returns, under their own names
+    (``model.layer1...``, ``model.features.3...``: the classification keys), and runs them in order. Swin's
+    channels-last stage outputs are returned NCHW.
+    """
+
+    def __init__(self, backbone: TorchvisionBackbone, out_indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        model = backbone.model
+        if isinstance(model, (tvm.VisionTransformer, tvm.GoogLeNet, tvm.Inception3)):
+            raise ConfigError(
+                f"tv:{backbone.name} does not run its stages one after the other, so it has no multi-scale view; "
+                "pick another tv: backbone (resnet, mobilenet, efficientnet, convnext, regnet, ...) or a timm: one."
+            )
+        indices = self._init_view(backbone, out_indices, backbone.layer_groups())
+        wanted = [f["module"].removeprefix("model.") for f in self.feature_info]
+        units = _units(model)
+        names = [n for n, _ in units]
+        last = max(names.index(w) for w in wanted)
+        self.units = names[: last + 1]
+        self.returns = set(wanted)
+        self.channels_last = isinstance(model, tvm.SwinTransformer)
+        self.model = nn.Module()  # the same module tree, holding only the units the view runs
+        for name, unit in units[: last + 1]:
+            parent = self.model
+            *path, leaf = name.split(".")
+            for part in path:
+                if not hasattr(parent, part):
+                    parent.add_module(part, nn.Module())
+                parent = getattr(parent, part)
+            parent.add_module(leaf, unit)
+        self.indices = indices
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for name in self.units:
+            x = self.model.get_submodule(name)(x)
+            if name in self.returns:
+                out.append(x.permute(0, 3, 1, 2) if self.channels_last else x)
+        return out
 
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -126,6 +126,7 @@ class ImageData:
     val: ImageSource
     test: ImageSource | None = None
     val_from_train: bool = False
+    label_type: str = "str"  # "int" when the user's labels were ints (a Dataset without class names)
 
     @property
     def splits(self) -> dict[str, ImageSource]:
@@ -408,7 +409,18 @@ def resolve_image_data(
         val=sources["val"],
         test=sources.get("test"),
         val_from_train=val_from_train,
+        label_type=_label_type(train, fixed),
     )
+
+
+def _label_type(train: _Split, fixed: bool) -> str:
+    """Ints come back as ints: a Dataset whose labels are ints and which names no classes of its own."""
+    from .labels import is_int_label
+
+    raw = train.raw_labels
+    if fixed or train.classes is not None or not raw:
+        return "str"
+    return "int" if all(is_int_label(v) for v in raw) else "str"
 
 
 def _split_specs(data: Any) -> dict[str, Any]:

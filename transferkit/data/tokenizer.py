@@ -99,7 +99,7 @@ def load_tokenizer(name_or_path: Any):
             "tokenizer>' or tokenizer='train' to train a WordPiece tokenizer on the data."
         )
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except (OSError, ValueError) as e:
         hint = "" if path.exists() else " It is not a local folder; loading it by name needs the hub (offline?)."
         raise ConfigError(f"Cannot load a tokenizer from {str(name_or_path)!r}.{hint} ({e})") from None

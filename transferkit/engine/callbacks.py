@@ -21,7 +21,7 @@ class Control:
 
 @dataclass
 class RunState:
-    """What callbacks may read: counters, the latest metrics, and the history so far."""
+    """What callbacks may read: counters, the model and optimizer, the latest metrics, and the history so far."""
 
     epoch: int = 0  # 0-based epoch being trained / just finished
     global_step: int = 0
@@ -29,6 +29,9 @@ class RunState:
     steps_per_epoch: int = 0
     is_main_process: bool = True
     history: list[dict[str, Any]] | None = None
+    model: Any = None  # the (unwrapped) model being trained
+    optimizer: Any = None
+    metrics: dict[str, float] | None = None  # the latest evaluation's metrics, "val/accuracy": ...
 
 
 class Callback:
@@ -47,9 +50,41 @@ class Callback:
     def on_train_end(self, state: RunState, control: Control) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state, saved with every checkpoint under the callback's name."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    @property
+    def state_key(self) -> str:
+        """The name its state is saved under (the class name; override when one run holds two of a kind)."""
+        return type(self).__name__
+
+
+def callback_states(callbacks: list[Callback]) -> dict[str, Any]:
+    """State of every callback, keyed by name (a second callback of one class gets ``Name#2``)."""
+    out: dict[str, Any] = {}
+    for cb in callbacks:
+        key = cb.state_key
+        n = 2
+        while key in out:
+            key, n = f"{cb.state_key}#{n}", n + 1
+        out[key] = cb.state_dict()
+    return out
+
+
+def load_callback_states(callbacks: list[Callback], states: dict[str, Any]) -> list[str]:
+    """Restores states saved by `callback_states`; returns the keys that had no callback to go to."""
+    used = set()
+    seen: dict[str, int] = {}
+    for cb in callbacks:
+        n = seen.get(cb.state_key, 0) + 1
+        seen[cb.state_key] = n
+        key = cb.state_key if n == 1 else f"{cb.state_key}#{n}"
+        if key in states:
+            cb.load_state_dict(states[key])
+            used.add(key)
+    return sorted(set(states) - used)
 
 
 def infer_mode(monitor: str) -> str:
@@ -59,7 +94,11 @@ def infer_mode(monitor: str) -> str:
 
 
 class BestTracker:
-    """Tracks the best value of one metric; shared by early stopping and best-checkpoint selection."""
+    """Tracks the best value of one metric; shared by early stopping and best-checkpoint selection.
+
+    A tie on the metric (e.g. the same accuracy on a small validation set) goes to the epoch with the lower
+    validation loss, when the caller passes one.
+    """
 
     def __init__(self, monitor: str, mode: str | None = None, min_delta: float = 0.0) -> None:
         self.monitor = monitor
@@ -69,32 +108,38 @@ class BestTracker:
         self.min_delta = abs(min_delta)
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.best_tiebreak: float | None = None
 
     def value(self, logs: dict[str, Any]) -> float:
         if self.monitor not in logs:
-            raise ConfigError(f"monitor={self.monitor!r} is not among the logged metrics: {', '.join(sorted(logs))}.")
+            metrics = ", ".join(sorted(k for k in logs if "/" in k))
+            raise ConfigError(f"monitor={self.monitor!r} is not among the logged metrics: {metrics}.")
         return float(logs[self.monitor])
 
-    def improved(self, value: float) -> bool:
+    def improved(self, value: float, tiebreak: float | None = None) -> bool:
         if math.isnan(value):
             return False
         if self.best is None:
             return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        better = value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        if better or value != self.best:
+            return better
+        return tiebreak is not None and self.best_tiebreak is not None and tiebreak < self.best_tiebreak
 
-    def update(self, value: float, epoch: int) -> bool:
-        if self.improved(value):
-            self.best, self.best_epoch = value, epoch
+    def update(self, value: float, epoch: int, tiebreak: float | None = None) -> bool:
+        if tiebreak is not None and math.isnan(tiebreak):
+            return False  # a NaN loss never makes a best epoch, whatever the metric says
+        if self.improved(value, tiebreak):
+            self.best, self.best_epoch, self.best_tiebreak = value, epoch, tiebreak
             return True
         return False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_tiebreak": self.best_tiebreak}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.best_tiebreak = state.get("best_tiebreak")
 
 
 class EarlyStopping(Callback):
@@ -113,7 +158,7 @@ class EarlyStopping(Callback):
         return cls(es.monitor or default_monitor, es.mode, es.patience, es.min_delta)
 
     def on_epoch_end(self, state: RunState, control: Control, logs: dict[str, Any]) -> None:
-        if self.tracker.update(self.tracker.value(logs), state.epoch):
+        if self.tracker.update(self.tracker.value(logs), state.epoch, logs.get("val/loss")):
             self.wait = 0
             return
         self.wait += 1
@@ -140,7 +185,10 @@ class HistoryCSV(Callback):
             write_history(self.path, state.history)
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+def write_history(path: Path, history: list[dict[str, Any]], best_epoch: int | None = None) -> None:
+    """One row per epoch; with `best_epoch` (1-based) a ``best`` column marks the epoch that was restored."""
+    if best_epoch is not None:
+        history = [{**row, "best": int(row.get("epoch") == best_epoch)} for row in history]
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]

@@ -1,36 +1,130 @@
-"""Checkpoints for resume (accelerate's save_state + our run state) and best-weights snapshots."""
+"""Training checkpoints that never unpickle, are written atomically and verified before use.
+
+A checkpoint is a folder ``checkpoints/step-<global step>/`` holding only safetensors and JSON written by us:
+
+- ``model.safetensors``: the model's weights (tied tensors handled by safetensors' ``save_model``);
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors, and its param groups and scalars;
+- ``state.json``: the run state (epoch, position in the epoch, step, history, best, schedule, callbacks by name);
+- ``rng-<rank>.safetensors`` + ``rng-<rank>.json``: every random generator of each process;
+- ``manifest.json``: name, size and SHA-256 of every file above, written last.
+
+It is written into a ``.tmp-...`` folder, every file fsynced, and renamed into place only when complete; older
+checkpoints are deleted afterwards, so a kill at any moment leaves the previous checkpoint intact. Resume takes
+the newest folder whose manifest matches its files and ignores (and cleans up) anything else.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-RUN_STATE = "run_state.json"
+MANIFEST = "manifest.json"
+STATE = "state.json"
+PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+
+
+# --- files ------------------------------------------------------------------------------------------------------
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some file systems do not allow opening folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Writes JSON atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def read_json(path: Path) -> Any:
+    from ..errors import ArtifactError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing; the checkpoint is incomplete.") from None
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path} cannot be read ({e}); the file is damaged.") from None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Writes a model's weights as safetensors (tied/shared tensors handled by `save_model`)."""
+    """Writes a model's weights as safetensors, atomically (tied/shared tensors handled by `save_model`)."""
     from safetensors.torch import save_model
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_model(model, str(tmp))
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written weights file
+    fsync_file(tmp)
+    tmp.replace(path)
 
 
 def load_weights_into(model: nn.Module, path: str | Path) -> None:
+    """Loads a safetensors file written by `save_weights` into `model` (every key must fit)."""
     from safetensors.torch import load_model
 
-    missing, unexpected = load_model(model, str(path), strict=False)
-    if missing or unexpected:
-        from ..errors import ArtifactError
+    from ..errors import ArtifactError
 
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing.")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as e:  # SafetensorError (a truncated file), RuntimeError (shapes)
+        raise ArtifactError(
+            f"{path} cannot be loaded into the model ({type(e).__name__}: {str(e).splitlines()[0][:300]}). The file "
+            "is damaged or belongs to another model."
+        ) from None
+    if missing or unexpected:
         raise ArtifactError(
             f"{path} does not fit the model: missing keys {sorted(missing)[:5]} ({len(missing)}), "
             f"unexpected keys {sorted(unexpected)[:5]} ({len(unexpected)})."
@@ -42,31 +136,186 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def save_run_state(directory: Path, state: dict[str, Any]) -> None:
-    tmp = directory / (RUN_STATE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1, default=float))
-    tmp.replace(directory / RUN_STATE)
+# --- optimizer --------------------------------------------------------------------------------------------------
 
 
-def load_run_state(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / RUN_STATE).read_text())
+def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizer's state dict as (tensors for safetensors, JSON for everything else)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entry in sd["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    meta = {"param_groups": sd["param_groups"], "scalars": scalars, "ids": [str(p) for p in sd["state"]]}
+    return tensors, meta
 
 
-def find_resume_dir(output_dir: Path, resume: bool | str) -> Path | None:
-    """`resume=True`: output_dir/checkpoints/last if it exists (else start fresh); a path: that checkpoint."""
-    from ..errors import ConfigError
+def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): {} for pid in meta["ids"]}
+    for key, value in tensors.items():
+        pid, _, name = key.partition(".")
+        state.setdefault(int(pid), {})[name] = value
+    for pid, entry in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entry)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
 
-    if resume is False or resume is None:
-        return None
-    path = output_dir / "checkpoints" / "last" if resume is True else Path(resume)
-    if (path / RUN_STATE).is_file():
-        return path
-    if resume is True:
-        return None
-    raise ConfigError(f"resume={str(resume)!r} is not a checkpoint folder (no {RUN_STATE} inside).")
+
+# --- random generators --------------------------------------------------------------------------------------------
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        shutil.rmtree(dst)
-    src.replace(dst)
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every generator the run draws from: torch (CPU and CUDA), numpy, Python, and named loader generators."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    for name, g in (generators or {}).items():
+        tensors[f"generator.{name}"] = g.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss = random.getstate()
+    meta = {
+        "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+    }
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict, generators: dict[str, torch.Generator] | None = None):
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    for name, g in (generators or {}).items():
+        if f"generator.{name}" in tensors:
+            g.set_state(tensors[f"generator.{name}"])
+    n = meta["numpy"]
+    keys = tensors["numpy.keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
+    p = meta["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+# --- checkpoint folders --------------------------------------------------------------------------------------------
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:09d}"
+
+
+class CheckpointWriter:
+    """Writes one checkpoint folder atomically. Every process writes its own RNG files; the main process writes
+    the rest, the manifest last, and renames the folder into place."""
+
+    def __init__(self, root: Path, step: int, is_main: bool, rank: int, barrier: Callable[[], None]) -> None:
+        self.root = root
+        self.final = root / checkpoint_name(step)
+        self.tmp = root / f"{TMP_PREFIX}{checkpoint_name(step)}"
+        self.is_main, self.rank, self.barrier = is_main, rank, barrier
+
+    def __enter__(self) -> CheckpointWriter:
+        if self.is_main:
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir(parents=True)
+        self.barrier()
+        return self
+
+    def tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        path = self.tmp / name
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+        fsync_file(path)
+
+    def json(self, name: str, data: Any) -> None:
+        write_json(self.tmp / name, data)
+
+    def model(self, model: nn.Module) -> None:
+        save_weights(model, self.tmp / "model.safetensors")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.barrier()
+        if exc_type is not None or not self.is_main:
+            self.barrier()
+            return
+        files = sorted(p.name for p in self.tmp.iterdir() if p.is_file() and not p.name.endswith(".tmp"))
+        write_json(
+            self.tmp / MANIFEST,
+            {"files": {n: {"size": (self.tmp / n).stat().st_size, "sha256": sha256(self.tmp / n)} for n in files}},
+        )
+        fsync_dir(self.tmp)
+        if self.final.exists():  # the same step written again (a resumed run re-saving): replace it
+            shutil.rmtree(self.final)
+        self.tmp.replace(self.final)
+        fsync_dir(self.root)
+        self.barrier()
+
+
+def verify(folder: Path) -> str | None:
+    """None if `folder` is a complete checkpoint (manifest matches every file), else what is wrong."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return "no manifest (the write did not finish)"
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "damaged manifest"
+    for name, info in files.items():
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != info["size"]:
+            return f"{name} has {f.stat().st_size} bytes, the manifest says {info['size']}"
+        if sha256(f) != info["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders under `root`, newest (highest step) first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]), reverse=True)
+
+
+def latest_complete(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest verified checkpoint under `root`, and the (folder, reason) of newer ones that failed."""
+    rejected = []
+    for folder in list_checkpoints(root):
+        problem = verify(folder)
+        if problem is None:
+            return folder, rejected
+        rejected.append((folder, problem))
+    return None, rejected
+
+
+def clean_debris(root: Path) -> list[Path]:
+    """Removes unfinished checkpoint writes (``.tmp-*`` folders, ``*.tmp`` files) left by a killed run."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for p in root.iterdir():
+        if p.name.startswith(TMP_PREFIX) or p.name.endswith(".tmp"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def prune(root: Path, keep: int) -> None:
+    """Deletes all but the `keep` newest complete checkpoints (incomplete ones are left for `clean_debris`)."""
+    complete = [p for p in list_checkpoints(root) if (p / MANIFEST).is_file()]
+    for old in complete[keep:]:
+        shutil.rmtree(old, ignore_errors=True)

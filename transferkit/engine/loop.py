@@ -1,9 +1,13 @@
 """The training loop: one Accelerate-powered engine for every task.
 
-The loop is deliberately lean per step (it is measured against a hand-written PyTorch loop in
-``benchmarks/engine_overhead.py``): no per-step host syncs, no autocast context when precision is fp32, batches
-moved only when the device is not the CPU, and accelerate's dataloader wrappers only when several processes
-share the data.
+The engine knows models, batches and metrics, never images or text: a task gives it datasets, a model whose
+``layer_groups()`` name the pretrained parameters, a ``train_step`` (a loss or a dict of named losses) and an
+``eval_step`` (per-sample losses or None, plus outputs for the task's metrics).
+
+The loop is lean per step (measured against a hand-written PyTorch loop in ``benchmarks/engine_overhead.py``): no
+autocast context when precision is fp32, batches moved only when the device is not the CPU, accelerate's
+dataloader wrappers only when several processes share the data, one host sync per optimizer step (the non-finite
+check).
 """
 
 from __future__ import annotations
@@ -20,19 +24,25 @@ import torch
 from torch import nn
 
 from ..config import FinetuneConfig
-from ..errors import ConfigError
-from ..tasks.base import Splits, Task
-from .callbacks import BestTracker, Callback, Control, EarlyStopping, HistoryCSV, RunState, format_logs
-from .checkpoint import (
-    find_resume_dir,
-    load_run_state,
-    load_weights_into,
-    save_run_state,
-    save_weights,
-    snapshot,
+from ..errors import ArtifactError, ConfigError, TrainingError
+from . import checkpoint as ckpt
+from .averaging import WeightEMA, greedy_soup, state_from
+from .batchnorm import freeze_pretrained_batchnorm, resolve_policy, set_batchnorm_modes
+from .callbacks import (
+    BestTracker,
+    Callback,
+    Control,
+    EarlyStopping,
+    HistoryCSV,
+    RunState,
+    callback_states,
+    format_logs,
+    load_callback_states,
 )
-from .freezing import NoFreeze, resolve_freeze, set_frozen_batchnorm_eval
-from .optim import ParamGroupPlan, build_optimizer
+from .evaluation import evaluate, to_device
+from .freezing import NoFreeze, resolve_freeze
+from .optim import ParamGroupPlan, build_optimizer, pretrained_groups
+from .progress import Progress, log
 from .schedules import Schedule, warmup_steps_for
 
 
@@ -40,9 +50,15 @@ from .schedules import Schedule, warmup_steps_for
 class FitOutcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # 0-based
     best_checkpoint: str | None = None
+    best_reason: str = ""
     stopped_early: bool = False
+    skipped_steps: int = 0
+    lr: float | None = None  # the pretrained weights' rate actually used (lr="auto" resolves here)
+    lr_trace: list[dict[str, float]] = field(default_factory=list)  # sampled per-step LRs, pretrained vs new
+    timings: dict[str, float] = field(default_factory=dict)
+    metric_objects: dict[str, Any] = field(default_factory=dict)  # split -> the final evaluation's Metrics
 
 
 def make_accelerator(config: FinetuneConfig, find_unused_parameters: bool = False):
@@ -52,86 +68,122 @@ def make_accelerator(config: FinetuneConfig, find_unused_parameters: bool = Fals
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
         AcceleratorState._reset_state()
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        warn_single_process_launch()
+    device = config.device
+    if config.mixed_precision == "fp16" and (device == "cpu" or not torch.cuda.is_available()):
         raise ConfigError("mixed_precision='fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'no'.")
+    if device is not None and device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device!r}, but no CUDA GPU is visible here; use device='cpu' or leave it unset."
+            )
+        if world > 1:
+            raise ConfigError(
+                f"device={device!r} cannot be combined with several processes; each process takes its own GPU "
+                "(choose them with CUDA_VISIBLE_DEVICES)."
+            )
+        if ":" in device:
+            index = int(device.split(":", 1)[1])
+            if index >= torch.cuda.device_count():
+                raise ConfigError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible.")
+            torch.cuda.set_device(index)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    log_with = config.log_with
+    if isinstance(log_with, str):
+        log_with = [log_with]
     # cpu=True on GPU-less machines lets accelerate see a torchrun/`accelerate launch` group as multi-CPU (gloo).
-    return Accelerator(
-        mixed_precision=config.mixed_precision, kwargs_handlers=handlers, cpu=not torch.cuda.is_available()
-    )
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    try:
+        return Accelerator(
+            mixed_precision=config.mixed_precision,
+            kwargs_handlers=handlers,
+            cpu=cpu,
+            log_with=list(log_with) if log_with else None,
+            project_dir=config.output_dir,
+        )
+    except (ImportError, ValueError) as e:
+        if log_with:
+            raise ConfigError(f"log_with={config.log_with!r} cannot be used: {e}") from None
+        raise
 
 
-def progress(iterable, desc: str, quiet: bool, leave: bool = True):
-    """A tqdm bar over `iterable` unless quiet (throttled: a bar costs nothing per step between redraws)."""
-    if quiet:
-        return iterable
-    from tqdm.auto import tqdm
+def warn_single_process_launch() -> None:
+    """`accelerate launch --num_processes 2` without --multi_gpu (or a config) starts ONE process on a machine
+    without GPUs; it sets MASTER_ADDR for the group it meant to start. Say so once."""
+    if os.environ.get("MASTER_ADDR") and "ACCELERATE_USE_CPU" in os.environ and "RANK" not in os.environ:
+        import warnings
 
-    return tqdm(iterable, desc=desc, leave=leave, dynamic_ncols=True, mininterval=0.5)
+        warnings.warn(
+            "accelerate launch asked for several processes but started one. On a machine without GPUs use "
+            "`accelerate launch --multi_gpu --num_processes N ...` (gloo CPU processes) or `torchrun "
+            "--nproc_per_node N ...`; on GPUs `accelerate launch --multi_gpu --num_processes N ...`.",
+            stacklevel=3,
+        )
 
 
-@torch.no_grad()
-def evaluate_model(task: Task, model: nn.Module, loader, accelerator, config: FinetuneConfig, desc: str = "eval"):
-    """One no-grad pass over `loader`: mean batch loss plus the task's streaming metrics, gathered over processes."""
-    device = accelerator.device
-    move = device.type != "cpu" and accelerator.num_processes == 1
-    autocast = accelerator.autocast if config.mixed_precision != "no" else contextlib.nullcontext
-    was_training = model.training
-    model.eval()
-    metrics = task.new_metrics()
-    loss_sum = torch.zeros((), device=device)
-    batches = 0
-    quiet = config.quiet or not accelerator.is_main_process
-    for batch in progress(loader, desc, quiet=quiet, leave=False):
-        if move:
-            from accelerate.utils import send_to_device
-
-            batch = send_to_device(batch, device, non_blocking=True)
-        with autocast():
-            loss, metric_inputs = task.step(model, batch)
-        metrics.update(accelerator.gather_for_metrics(metric_inputs))
-        loss_sum += loss.detach().float()
-        batches += 1
-    model.train(was_training)
-    out = {"loss": float(accelerator.reduce(loss_sum, "mean")) / max(1, batches)}
-    out.update(metrics.compute())
-    return out
+def _reseed(loader, seed: int, epoch: int) -> None:
+    """Shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted one."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed + epoch)
 
 
 class Trainer:
-    """Fits `model` on `splits` as `task` says, following `config`. Writes checkpoints under `output_dir`."""
+    """Fits `model` on `splits` as `task` says, following `config`. Writes checkpoints under `output_dir`.
+
+    The task provides ``make_loader(dataset, split, batch_size, shuffle)``, ``train_step(model, batch)``,
+    ``eval_step(model, batch)``, ``new_metrics(split)``, ``monitor`` / ``monitor_mode`` and ``batchnorm`` (its
+    default BatchNorm policy).
+    """
 
     def __init__(
-        self, task: Task, model: nn.Module, splits: Splits, config: FinetuneConfig, output_dir: str | Path | None
+        self, task: Any, model: nn.Module, splits: Any, config: FinetuneConfig, output_dir, accelerator: Any = None
     ) -> None:
         self.task, self.splits, self.config = task, splits, config
         self.output_dir = Path(output_dir) if output_dir else None
+        self.ckpt_root = self.output_dir / "checkpoints" if self.output_dir else None
         self.strategy = resolve_freeze(config.freeze, config.unfreeze_epoch)
-        self.plan = ParamGroupPlan(model, config)
+        self.bn_policy = resolve_policy(config.batchnorm, getattr(task, "batchnorm", "eval-when-frozen"))
+        if self.bn_policy == "frozen" and getattr(model, "is_pretrained", True):
+            freeze_pretrained_batchnorm(model, {n for g in pretrained_groups(model) for n in g})
+        self.plan = ParamGroupPlan(model, config if config.lr != "auto" else config.replace(lr=1.0))
         if self.plan.num_groups == 0 and not isinstance(self.strategy, NoFreeze):
             raise ConfigError(
                 f"freeze={config.freeze!r} needs a model with pretrained layer groups; this one has none."
             )
-        self.accelerator = make_accelerator(config, find_unused_parameters=self.strategy.changes_during_training)
+        self.accelerator = accelerator or make_accelerator(
+            config, find_unused_parameters=self.strategy.changes_during_training
+        )
         self.distributed = self.accelerator.num_processes > 1
         self.device = self.accelerator.device
         self.move_batches = self.device.type != "cpu" and not self.distributed
         self.model = model
-        self.monitor = (
-            config.monitor or (config.early_stopping_config and config.early_stopping_config.monitor) or task.monitor
-        )
-        self.callbacks: list[Callback] = list(config.callbacks)
         es = config.early_stopping_config
-        self.early_stopping = EarlyStopping.from_config(es, task.monitor) if es else None
+        self.monitor = config.monitor or (es.monitor if es else None) or task.monitor
+        mode = task.monitor_mode if self.monitor == task.monitor else None
+        self.best = BestTracker(self.monitor, mode)
+        self.callbacks: list[Callback] = list(config.callbacks)
+        # early stopping watches the run's monitor unless told otherwise
+        self.early_stopping = EarlyStopping.from_config(es, self.monitor) if es else None
         if self.early_stopping:
+            if self.early_stopping.tracker.monitor == self.monitor and es.mode is None:
+                self.early_stopping.tracker.mode = self.best.mode
             self.callbacks.append(self.early_stopping)
-        if self.output_dir:
+        if self.output_dir and self.accelerator.is_main_process:
             self.callbacks.append(HistoryCSV(self.output_dir / "history.csv"))
-        self.best = BestTracker(self.monitor, task.monitor_mode if self.monitor == task.monitor else None)
+        self.ema = None
+        self.resumed_from: Path | None = None
 
     # --- helpers ------------------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
     def _loader(self, split: str, shuffle: bool):
         ds = getattr(self.splits, split)
         if ds is None:
@@ -140,53 +192,87 @@ class Trainer:
         bs = cfg.batch_size if split == "train" else (cfg.eval_batch_size or 2 * cfg.batch_size)
         return self.task.make_loader(ds, split, bs, shuffle)
 
-    def _to_device(self, batch: Any) -> Any:
-        if not self.move_batches:
-            return batch
-        from accelerate.utils import send_to_device
-
-        return send_to_device(batch, self.device, non_blocking=True)
-
     def _autocast(self):
         return self.accelerator.autocast() if self.config.mixed_precision != "no" else contextlib.nullcontext()
-
-    @property
-    def is_main(self) -> bool:
-        return self.accelerator.is_main_process
 
     def _n_top(self, epoch: int) -> int:
         return self.strategy.trainable_groups(epoch, self.plan.num_groups)
 
     def _log(self, text: str) -> None:
-        if not self.config.quiet and self.is_main:
-            from tqdm.auto import tqdm
+        if self.is_main:
+            log(text, self.config.quiet)
 
-            tqdm.write(text)
-
-    # --- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, loader, desc: str = "eval") -> dict[str, float]:
+    def evaluate(self, loader, split: str = "val") -> dict[str, float]:
         """Bare metric names -> values for one pass over `loader` (the model's weights as they are now)."""
-        return evaluate_model(self.task, self.model, loader, self.accelerator, self.config, desc=desc)
+        metrics, _ = self._evaluate(loader, split)
+        return metrics
 
-    def _progress(self, iterable, desc: str, leave: bool = True):
-        return progress(iterable, desc, quiet=self.config.quiet or not self.is_main, leave=leave)
+    def _evaluate(self, loader, split: str):
+        model = self.accelerator.unwrap_model(self.model)
+        return evaluate(
+            self.task,
+            model,
+            loader,
+            self.accelerator,
+            mixed_precision=self.config.mixed_precision,
+            desc=split,
+            quiet=self.config.quiet,
+            split=split,
+        )
+
+    # --- resume -----------------------------------------------------------------------------------------------
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint to resume from (verified), or None for a fresh start."""
+        cfg = self.config
+        if not cfg.resume or self.ckpt_root is None:
+            return None
+        if cfg.resume is not True:
+            path = Path(cfg.resume)
+            if (path / "checkpoints").is_dir():  # an output folder: its newest checkpoint
+                path = path / "checkpoints"
+            if path.is_dir() and not (path / ckpt.STATE).is_file():
+                found, rejected = ckpt.latest_complete(path)
+                if found is None:
+                    raise ConfigError(f"resume={str(cfg.resume)!r} holds no complete checkpoint{_why(rejected)}.")
+                return found
+            problem = ckpt.verify(path) if path.is_dir() else "not a folder"
+            if problem:
+                raise ConfigError(f"resume={str(cfg.resume)!r} is not a usable checkpoint: {problem}.")
+            return path
+        found, rejected = ckpt.latest_complete(self.ckpt_root)
+        for folder, why in rejected:
+            self._log(f"Skipping checkpoint {folder.name}: {why}.")
+        return found
 
     # --- training -----------------------------------------------------------------------------------------
     def fit(self) -> FitOutcome:
         cfg, acc = self.config, self.accelerator
+        t_setup = time.perf_counter()
         train_loader = self._loader("train", shuffle=True)
         val_loader = self._loader("val", shuffle=False)
         test_loader = self._loader("test", shuffle=False)
         if len(train_loader) == 0:
             raise ConfigError("The training split is empty.")
 
-        resume_dir = find_resume_dir(self.output_dir, cfg.resume) if self.output_dir else None
-        run_state = load_run_state(resume_dir) if resume_dir else None
-        start_epoch = run_state["epoch"] + 1 if run_state else 0
+        resume_dir = self.resume_checkpoint()
+        state_json = ckpt.read_json(resume_dir / ckpt.STATE) if resume_dir else None
+        if self.is_main and self.ckpt_root is not None:
+            ckpt.clean_debris(self.ckpt_root)
+        if state_json and state_json.get("lr") is not None and cfg.lr == "auto":
+            cfg = self.config = cfg.replace(lr=float(state_json["lr"]))  # the rate the run was started with
+        if cfg.lr == "auto":
+            cfg = self.config = cfg.replace(lr=self._find_lr(train_loader))
+        self.plan.config = cfg
+
+        if state_json:
+            start_epoch = state_json["epoch"] + (1 if state_json["epoch_complete"] else 0)
+            skip_batches = 0 if state_json["epoch_complete"] else state_json["batches_done"]
+            n_top = int(state_json["n_top"])
+        else:
+            start_epoch, skip_batches, n_top = 0, 0, self._n_top(0)
 
         # Freeze before `prepare` when the trainable set never changes (DDP then ignores frozen params);
         # otherwise DDP must see every parameter and run with find_unused_parameters.
-        n_top = self._n_top(start_epoch)
         if self.strategy.changes_during_training and self.distributed:
             self.plan.set_trainable(self.plan.num_groups)
         else:
@@ -196,41 +282,70 @@ class Trainer:
             raise ConfigError("Nothing to train: every parameter is frozen (the head has no parameters?).")
         optimizer = build_optimizer(groups, cfg)
         if self.distributed:
-            self.model, optimizer, train_loader, val_loader, test_loader = acc.prepare(
-                self.model, optimizer, train_loader, val_loader, test_loader
-            )
+            self.model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
         else:
             self.model, optimizer = acc.prepare(self.model, optimizer)
         if self.strategy.changes_during_training and self.distributed:
             self.plan.set_trainable(n_top)
+        inner_opt = getattr(optimizer, "optimizer", optimizer)
+        unwrapped = acc.unwrap_model(self.model)
 
         steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)
         total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
-        schedule = Schedule(optimizer, total_steps, warmup_steps_for(cfg.warmup, total_steps), cfg.schedule)
-        acc.register_for_checkpointing(schedule)
+        schedule = Schedule(
+            inner_opt,
+            total_steps,
+            warmup_steps_for(cfg.warmup, total_steps),
+            cfg.schedule,
+            cfg.schedule_kwargs,
+            steps_per_epoch=steps_per_epoch,
+            monitor_mode=self.best.mode,
+        )
+        if cfg.ema:
+            self.ema = WeightEMA(unwrapped, cfg.ema)
 
         state = RunState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, is_main_process=self.is_main, history=[])
+        state.model, state.optimizer = unwrapped, inner_opt
         control = Control()
         best_weights: dict[str, torch.Tensor] | Path | None = None  # in memory, or on disk after a resume
-        if run_state:
-            acc.load_state(str(resume_dir))
-            state.global_step = run_state["global_step"]
-            state.history = run_state["history"]
-            self.best.load_state_dict(run_state["best"])
-            for cb, cb_state in zip(self.callbacks, run_state.get("callbacks", [])):
-                cb.load_state_dict(cb_state)
-            best_path = self.output_dir / "checkpoints" / "best" / "model.safetensors"
-            if best_path.is_file():
-                best_weights = best_path
-            self._log(f"Resumed from {resume_dir} after epoch {start_epoch} (step {state.global_step}).")
+        topk: list[dict[str, Any]] = []
+        skipped_steps = 0
+        rng_to_restore = None
+        if state_json:
+            rng_to_restore = self._load_checkpoint(resume_dir, unwrapped, inner_opt, schedule)
+            state.global_step = int(state_json["global_step"])
+            state.history = list(state_json["history"])
+            self.best.load_state_dict(state_json["best"])
+            leftover = load_callback_states(self.callbacks, state_json.get("callbacks", {}))
+            if leftover:
+                self._log(f"Note: no callback to restore the saved state of {', '.join(leftover)}.")
+            topk = list(state_json.get("topk", []))
+            skipped_steps = int(state_json.get("skipped_steps", 0))
+            best_weights = self._best_after_resume()
+            where = f"epoch {start_epoch + 1}, batch {skip_batches}" if skip_batches else f"epoch {start_epoch + 1}"
+            self._log(f"Resumed from {resume_dir} (step {state.global_step}); continuing at {where}.")
+            self.resumed_from = resume_dir
 
         for cb in self.callbacks:
             cb.on_train_start(state, control)
         step_hooks = [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
-        unwrapped = acc.unwrap_model(self.model)
         stopped_early = False
+        lr_trace: list[dict[str, float]] = []
+        timings = {"setup": time.perf_counter() - t_setup, "train": 0.0, "val": 0.0, "test": 0.0}
+        self._ctx = {
+            "optimizer": optimizer,
+            "inner_opt": inner_opt,
+            "schedule": schedule,
+            "unwrapped": unwrapped,
+            "topk": topk,
+            "lr_trace": lr_trace,
+            "train_loader": train_loader,
+            "history": state.history,
+            "skipped_steps": skipped_steps,
+            "n_top": n_top,
+        }
 
         for epoch in range(start_epoch, cfg.epochs):
             if control.should_stop or (cfg.max_steps and state.global_step >= cfg.max_steps):
@@ -241,86 +356,201 @@ class Trainer:
                 self._change_trainable(optimizer, n_top, new_top)
                 schedule.refresh()
                 n_top = new_top
+            self._ctx["n_top"] = n_top
             for cb in self.callbacks:
                 cb.on_epoch_start(state, control)
             _reseed(train_loader, cfg.seed, epoch)
             t0 = time.perf_counter()
-            train_loss = self._train_epoch(train_loader, optimizer, schedule, state, control, step_hooks)
-            logs: dict[str, Any] = {"epoch": epoch + 1, "train/loss": train_loss}
+            losses, skipped = self._train_epoch(
+                train_loader, optimizer, schedule, state, control, step_hooks, skip_batches, rng_to_restore
+            )
+            skip_batches, rng_to_restore = 0, None
+            skipped_steps += skipped
+            self._ctx["skipped_steps"] = skipped_steps
+            timings["train"] += time.perf_counter() - t0
+            logs: dict[str, Any] = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in losses.items()}}
             if val_loader is not None:
-                logs.update({f"val/{k}": v for k, v in self.evaluate(val_loader, "val").items()})
-            logs["lr"] = optimizer.param_groups[0]["lr"]
+                t1 = time.perf_counter()
+                with self._ema_weights(unwrapped):
+                    metrics, _ = self._evaluate(val_loader, "val")
+                logs.update({f"val/{k}": v for k, v in metrics.items()})
+                timings["val"] += time.perf_counter() - t1
+            logs.update(self._lrs(inner_opt))
             logs["time"] = round(time.perf_counter() - t0, 3)
             state.history.append(logs)
-            if self.best.update(self.best.value(logs), epoch):
-                best_weights = snapshot(unwrapped) if cfg.restore_best else None
-                if self.output_dir and cfg.save_checkpoints and self.is_main:
-                    save_weights(unwrapped, self.output_dir / "checkpoints" / "best" / "model.safetensors")
+            state.metrics = {k: v for k, v in logs.items() if k.startswith("val/")}
+            value = self.best.value(logs)
+            if schedule.epoch_end(value):
+                self._log(f"No improvement of {self.monitor}: learning rates lowered (x{schedule.plateau_factor:g}).")
+            if self.best.update(value, epoch, logs.get("val/loss")):
+                with self._ema_weights(unwrapped):
+                    best_weights = snapshot_if(unwrapped, cfg.restore_best)
+                    if self.output_dir and cfg.save_checkpoints and self.is_main:
+                        self._write_best(unwrapped)
+            if cfg.average_top_k:
+                with self._ema_weights(unwrapped):
+                    self._keep_topk(topk, unwrapped, value, epoch, logs.get("val/loss"))
             for cb in self.callbacks:
                 cb.on_epoch_end(state, control, logs)
-            if self.early_stopping is not None:  # every process stops together
+            if self.distributed or self.early_stopping is not None:  # any stop request stops every process
                 if control.should_stop:
                     acc.set_trigger()
                 control.should_stop = acc.check_trigger()
-                stopped_early = control.should_stop
+            if control.should_stop:
+                stopped_early = True
+            if self.is_main and cfg.log_with:
+                acc.log({k: v for k, v in logs.items() if isinstance(v, (int, float))}, step=epoch + 1)
             self._log(f"epoch {epoch + 1}/{cfg.epochs} {format_logs(logs)}")
             if self.output_dir and cfg.save_checkpoints:
-                self._save_checkpoint(state, epoch)
+                self._save_checkpoint(state, epoch, batches_done=len(train_loader), epoch_complete=True)
 
         for cb in self.callbacks:
             cb.on_train_end(state, control)
 
-        outcome = FitOutcome(history=state.history, best_epoch=self.best.best_epoch, stopped_early=stopped_early)
+        outcome = FitOutcome(
+            history=state.history,
+            best_epoch=self.best.best_epoch,
+            stopped_early=stopped_early,
+            skipped_steps=skipped_steps,
+            lr=float(cfg.lr),
+            lr_trace=lr_trace,
+            timings=timings,
+        )
         final_row = state.history[-1] if state.history else {}
+        if self.ema is not None and not (cfg.restore_best and best_weights is not None):
+            self.ema.swap(unwrapped)  # the averaged weights are the model
         if cfg.restore_best and best_weights is not None:
             if isinstance(best_weights, Path):
-                load_weights_into(unwrapped, best_weights)
+                ckpt.load_weights_into(unwrapped, best_weights)
             else:
                 unwrapped.load_state_dict(best_weights)
             final_row = next((r for r in state.history if r["epoch"] == self.best.best_epoch + 1), final_row)
+            outcome.best_reason = self._best_reason(final_row)
         if val_loader is not None and final_row:
             outcome.metrics["val"] = {k[4:]: v for k, v in final_row.items() if k.startswith("val/")}
+        if cfg.average_top_k and len(topk) >= 2 and val_loader is not None:
+            soup = self._soup(topk, unwrapped, val_loader)
+            if soup is not None:
+                outcome.metrics["val"], outcome.best_reason = soup
+        if val_loader is not None and (getattr(self.task, "writes_artifacts", False) or test_loader is None):
+            # One more pass with the final model when its evaluation objects are wanted: the task's artifacts
+            # (e.g. detection predictions of the restored model) or, without a test split, the report's material.
+            t1 = time.perf_counter()
+            outcome.metrics["val"], outcome.metric_objects["val"] = self._evaluate(val_loader, "val")
+            timings["val"] += time.perf_counter() - t1
         if test_loader is not None:
-            outcome.metrics["test"] = self.evaluate(test_loader, "test")
+            t1 = time.perf_counter()
+            outcome.metrics["test"], outcome.metric_objects["test"] = self._evaluate(test_loader, "test")
+            timings["test"] = time.perf_counter() - t1
         if self.output_dir and self.is_main and cfg.save_checkpoints and self.best.best_epoch is not None:
             outcome.best_checkpoint = str(self.output_dir / "checkpoints" / "best" / "model.safetensors")
+        if self.is_main and self.output_dir and state.history:
+            from .callbacks import write_history
+
+            best_epoch = None if self.best.best_epoch is None else self.best.best_epoch + 1
+            write_history(self.output_dir / "history.csv", state.history, best_epoch if cfg.restore_best else None)
+        if cfg.log_with:
+            acc.end_training()
         self.model = unwrapped
         return outcome
 
-    def _train_epoch(self, loader, optimizer, schedule, state: RunState, control: Control, step_hooks) -> float:
+    def _train_epoch(self, loader, optimizer, schedule, state: RunState, control: Control, step_hooks, skip, rng):
         cfg, acc, task, model = self.config, self.accelerator, self.task, self.model
         model.train()
-        set_frozen_batchnorm_eval(model)
+        set_batchnorm_modes(model, self.bn_policy)
         accum = cfg.grad_accum_steps
         backward, opt_step, zero_grad = self._step_functions(optimizer)
-        loss_sum = torch.zeros((), device=self.device)
         n_batches = len(loader)
-        desc = f"epoch {state.epoch + 1}/{cfg.epochs}"
+        source = loader
+        if skip:
+            from accelerate import skip_first_batches
+
+            source = skip_first_batches(loader, skip)
+        iterator = iter(source)
+        if rng is not None:
+            # Resume: the global generators (augmentation, dropout) as they were at the checkpoint. The loader's
+            # own generator is not restored: it is reseeded per epoch, and the new iterator has just drawn from it
+            # exactly as the uninterrupted run did (skipping happens on the sampled indices, not on the data).
+            ckpt.restore_rng(*rng)
+        sums: dict[str, torch.Tensor] = {}  # "loss" (the total) and each named loss
         seen = 0
-        for i, batch in enumerate(self._progress(loader, desc, leave=False)):
-            batch = self._to_device(batch)
-            sync = (i + 1) % accum == 0 or i + 1 == n_batches
-            ctx = acc.no_sync(model) if (self.distributed and not sync) else contextlib.nullcontext()
-            with ctx:
-                with self._autocast():
-                    loss, _ = task.step(model, batch)
-                backward(loss / accum if accum > 1 else loss)
-            loss_sum += loss.detach()
-            seen += 1
-            if not sync:
-                continue
-            if cfg.max_grad_norm:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt_step()
-            schedule.step()
-            zero_grad(set_to_none=True)
-            state.global_step += 1
-            for cb in step_hooks:
-                cb.on_step_end(state, control, loss.detach())
-            if control.should_stop or (cfg.max_steps and state.global_step >= cfg.max_steps):
-                break
-        mean = acc.reduce(loss_sum, "mean") if self.distributed else loss_sum
-        return float(mean) / max(1, seen)
+        skipped = 0
+        progress = Progress(n_batches - skip, f"epoch {state.epoch + 1}/{cfg.epochs}", not cfg.quiet and self.is_main)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        trace_every = max(1, (n_batches * cfg.epochs) // (200 * accum))
+        try:
+            for i in range(skip, n_batches):
+                batch = to_device(next(iterator), self.device) if self.move_batches else next(iterator)
+                sync = (i + 1) % accum == 0 or i + 1 == n_batches
+                ctx = acc.no_sync(model) if (self.distributed and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with self._autocast():
+                        named = _named_losses(task.train_step(model, batch))
+                        loss = sum(named.values()) if len(named) > 1 else next(iter(named.values()))
+                    backward(loss / accum if accum > 1 else loss)
+                parts = named if "loss" in named else {"loss": loss, **named}
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                seen += 1
+                progress.update()
+                if not sync:
+                    continue
+                ok = self._finite_step(loss, params, state)
+                if ok:
+                    opt_step()
+                    if self.ema is not None:
+                        self.ema.update(acc.unwrap_model(model))
+                else:
+                    skipped += 1
+                schedule.step()
+                zero_grad(set_to_none=True)
+                state.global_step += 1
+                if state.global_step % trace_every == 0:
+                    self._ctx["lr_trace"].append({"step": state.global_step, **self._lrs(optimizer)})
+                for cb in step_hooks:
+                    cb.on_step_end(state, control, loss.detach())
+                every = cfg.save_every_steps
+                if (
+                    every
+                    and self.output_dir
+                    and cfg.save_checkpoints
+                    and i + 1 < n_batches
+                    and state.global_step % every == 0
+                ):
+                    self._save_checkpoint(state, state.epoch, batches_done=i + 1, epoch_complete=False)
+                if control.should_stop or (cfg.max_steps and state.global_step >= cfg.max_steps):
+                    break
+        finally:
+            progress.close()
+        out = {}
+        for k, v in sums.items():
+            total = acc.reduce(v.reshape(1), "mean") if self.distributed else v
+            out[k] = float(total.sum()) / max(1, seen)
+        return out, skipped
+
+    def _finite_step(self, loss: torch.Tensor, params: list[torch.Tensor], state: RunState) -> bool:
+        """Clips gradients and checks the loss and gradient norm are finite (one host sync per optimizer step)."""
+        cfg, acc = self.config, self.accelerator
+        if cfg.max_grad_norm:
+            norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        elif acc.scaler is None:
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        else:
+            norm = None  # fp16: the grad scaler skips overflowing steps itself
+        finite = bool(torch.isfinite(loss.detach()).all()) and (norm is None or bool(torch.isfinite(norm)))
+        if finite:
+            return True
+        if cfg.nonfinite == "skip":
+            return False
+        last = ckpt.latest_complete(self.ckpt_root)[0] if self.ckpt_root else None
+        lr = self.config.lr
+        raise TrainingError(
+            f"Training diverged at step {state.global_step + 1} (epoch {state.epoch + 1}): the loss is "
+            f"{float(loss.detach()):.4g} and the gradient norm {float(norm) if norm is not None else float('nan'):.4g}"
+            f". Last good checkpoint: {last or 'none'}. Lower the learning rate (lr={lr:g}), check the data for bad "
+            "values, or pass nonfinite='skip' to skip such steps."
+        )
 
     def _step_functions(self, optimizer):
         """backward / optimizer step / zero_grad. Without a gradient scaler (fp32, bf16) on plain or DDP training,
@@ -335,6 +565,18 @@ class Trainer:
             return (lambda loss: loss.backward()), inner.step, inner.zero_grad
         return acc.backward, optimizer.step, optimizer.zero_grad
 
+    def _lrs(self, optimizer) -> dict[str, float]:
+        """The current rate of the pretrained weights (`lr`, the top group) and of the new layers (`lr_new`)."""
+        out: dict[str, float] = {}
+        for g in optimizer.param_groups:
+            name = g.get("name", "")
+            if name == "head" and "lr_new" not in out:
+                out["lr_new"] = g["lr"]
+            elif name.startswith("backbone.") and "lr" not in out:
+                out["lr"] = g["lr"]
+        out.setdefault("lr", out.get("lr_new", optimizer.param_groups[0]["lr"]))
+        return {"lr": out["lr"], "lr_new": out.get("lr_new", out["lr"])}
+
     def _change_trainable(self, optimizer, old_top: int, new_top: int) -> None:
         if new_top < old_top:
             raise ConfigError("A freeze strategy may only unfreeze more layers over time, not re-freeze them.")
@@ -342,39 +584,207 @@ class Trainer:
         old = set(self.plan.order(old_top))
         for g in self.plan.groups([k for k in self.plan.order(new_top) if k not in old]):
             optimizer.add_param_group(g)
-        self._log(f"Unfroze backbone layer groups: {new_top}/{self.plan.num_groups} now train.")
+        self._log(f"Unfroze pretrained layer groups: {new_top}/{self.plan.num_groups} now train.")
 
-    def _save_checkpoint(self, state: RunState, epoch: int) -> None:
-        """checkpoints/last = accelerate state (model, optimizer, schedule, RNG) + run_state.json, written to a
-        temporary folder first so that a crash mid-save keeps the previous checkpoint."""
-        acc = self.accelerator
-        ckpt_root = self.output_dir / "checkpoints"
-        tmp = ckpt_root / "last.tmp"
-        acc.save_state(str(tmp))
+    @contextlib.contextmanager
+    def _ema_weights(self, model: nn.Module):
+        """Evaluates (and snapshots) the moving average instead of the raw weights when EMA is on."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.swap(model)
+        try:
+            yield
+        finally:
+            self.ema.swap(model)
+
+    # --- best, top-k, soup -------------------------------------------------------------------------------------
+    def _best_reason(self, row: dict[str, Any]) -> str:
+        value = row.get(self.monitor)
+        text = f"best {self.monitor}"
+        if isinstance(value, float):
+            text += f" = {value:.4g}"
+        ties = [r for r in self._history_rows() if r.get(self.monitor) == value]
+        if len(ties) > 1 and "val/loss" in row:
+            text += f" (tied with {len(ties) - 1} other epoch(s); the lowest val/loss {row['val/loss']:.4g} decided)"
+        return text
+
+    def _history_rows(self) -> list[dict[str, Any]]:
+        return self._ctx.get("history", []) or []
+
+    def _write_best(self, model: nn.Module) -> None:
+        folder = self.output_dir / "checkpoints" / "best"
+        ckpt.save_weights(model, folder / "model.safetensors")
+        f = folder / "model.safetensors"
+        ckpt.write_json(
+            folder / ckpt.MANIFEST, {"files": {f.name: {"size": f.stat().st_size, "sha256": ckpt.sha256(f)}}}
+        )
+
+    def _best_after_resume(self) -> Path | None:
+        """The best epoch's weights on disk, verified; damaged ones are dropped with a warning, so the run can
+        finish (the remaining epochs then decide the best)."""
+        if not self.config.restore_best or self.best.best_epoch is None:
+            return None
+        folder = self.output_dir / "checkpoints" / "best"
+        problem = ckpt.verify(folder) if folder.is_dir() else "missing"
+        if problem is None:
+            return folder / "model.safetensors"
+        self._log(
+            f"Warning: the best epoch's weights ({folder / 'model.safetensors'}) are unusable ({problem}); the best "
+            "epoch will be chosen among the remaining epochs."
+        )
+        self.best.load_state_dict({"best": None, "best_epoch": None})
+        return None
+
+    def _keep_topk(self, topk: list[dict[str, Any]], model: nn.Module, value: float, epoch: int, tiebreak) -> None:
+        k = self.config.average_top_k
+        if math.isnan(value):
+            return
+        sign = 1 if self.best.mode == "max" else -1
+        entry = {"epoch": epoch, "value": value, "tiebreak": tiebreak}
+        ranked = sorted(topk + [entry], key=lambda e: (-sign * e["value"], e["tiebreak"] or 0.0))
+        if entry not in ranked[:k]:
+            return
+        dropped = ranked[k:]
+        topk[:] = ranked[:k]
+        store = self._topk_dir()
         if self.is_main:
-            save_run_state(
-                tmp,
-                {
-                    "epoch": epoch,
-                    "global_step": state.global_step,
-                    "history": state.history,
-                    "best": self.best.state_dict(),
-                    "callbacks": [cb.state_dict() for cb in self.callbacks],
-                },
-            )
-            from .checkpoint import replace_dir
+            ckpt.save_weights(model, store / f"epoch-{epoch:04d}.safetensors")
+            for e in dropped:
+                (store / f"epoch-{e['epoch']:04d}.safetensors").unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
 
-            replace_dir(tmp, ckpt_root / "last")
+    def _topk_dir(self) -> Path:
+        if self.output_dir is None:
+            import tempfile
+
+            if not hasattr(self, "_tmp_topk"):
+                self._tmp_topk = tempfile.TemporaryDirectory(prefix="transferkit-topk-")
+            return Path(self._tmp_topk.name)
+        path = self.output_dir / "checkpoints" / "topk"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _soup(self, topk, model: nn.Module, val_loader):
+        from safetensors.torch import load_file
+
+        store = self._topk_dir()
+        candidates = [load_file(str(store / f"epoch-{e['epoch']:04d}.safetensors")) for e in topk]
+        current = state_from(model)
+
+        cache: dict[int, dict[str, float]] = {}
+
+        def score(weights):
+            model.load_state_dict(weights)
+            metrics, _ = self._evaluate(val_loader, "val")
+            cache[id(weights)] = metrics
+            return float(metrics[self.monitor[4:]]) if self.monitor.startswith("val/") else float("nan")
+
+        weights, chosen, value = greedy_soup(candidates, score, self.best.mode)
+        if len(chosen) < 2:
+            model.load_state_dict(current)
+            return None
+        model.load_state_dict(weights)
+        epochs = [topk[i]["epoch"] + 1 for i in chosen]
+        return cache[id(weights)], f"average of the weights of epochs {epochs} ({self.monitor} = {value:.4g})"
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def _save_checkpoint(self, state: RunState, epoch: int, *, batches_done: int, epoch_complete: bool) -> None:
+        ctx, acc = self._ctx, self.accelerator
+        rng_tensors, rng_meta = ckpt.capture_rng()
+        writer = ckpt.CheckpointWriter(self.ckpt_root, state.global_step, self.is_main, acc.process_index,
+                                       acc.wait_for_everyone)  # fmt: skip
+        with writer:
+            writer.tensors(f"rng-{acc.process_index}.safetensors", rng_tensors)
+            writer.json(f"rng-{acc.process_index}.json", rng_meta)
+            if self.is_main:
+                writer.model(ctx["unwrapped"])
+                tensors, meta = ckpt.optimizer_to_files(ctx["inner_opt"])
+                writer.tensors("optimizer.safetensors", tensors)
+                writer.json("optimizer.json", meta)
+                if self.ema is not None:
+                    writer.tensors("ema.safetensors", self.ema.state_tensors())
+                writer.json(
+                    ckpt.STATE,
+                    {
+                        "epoch": epoch,
+                        "epoch_complete": epoch_complete,
+                        "batches_done": batches_done,
+                        "global_step": state.global_step,
+                        "n_top": ctx.get("n_top", self._n_top(epoch)),
+                        "lr": float(self.config.lr),
+                        "history": state.history,
+                        "best": self.best.state_dict(),
+                        "schedule": ctx["schedule"].state_dict(),
+                        "callbacks": callback_states(self.callbacks),
+                        "topk": ctx["topk"],
+                        "skipped_steps": ctx.get("skipped_steps", 0),
+                        "ema_updates": self.ema.updates if self.ema is not None else 0,
+                        "world_size": acc.num_processes,
+                    },
+                )
+        if self.is_main:
+            ckpt.prune(self.ckpt_root, self.config.keep_checkpoints)
         acc.wait_for_everyone()
 
+    def _load_checkpoint(self, folder: Path, model: nn.Module, optimizer, schedule: Schedule):
+        """Loads weights, optimizer, schedule and EMA; returns the RNG state to restore once the data iterator of
+        the resumed epoch exists."""
+        from safetensors.torch import load_file
 
-def _reseed(loader, seed: int, epoch: int) -> None:
-    """Shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted one."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-    generator = getattr(loader, "generator", None)
-    if isinstance(generator, torch.Generator):
-        generator.manual_seed(seed + epoch)
+        state = ckpt.read_json(folder / ckpt.STATE)
+        world = int(state.get("world_size", 1))
+        if world != self.accelerator.num_processes:
+            raise ConfigError(
+                f"The checkpoint {folder} was written by {world} process(es); resume it with the same number "
+                f"(this run has {self.accelerator.num_processes})."
+            )
+        ckpt.load_weights_into(model, folder / "model.safetensors")
+        try:
+            opt_state = ckpt.optimizer_from_files(
+                load_file(str(folder / "optimizer.safetensors")), ckpt.read_json(folder / "optimizer.json")
+            )
+            optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ArtifactError(
+                f"The optimizer state in {folder} does not fit this run ({e}). Was the model or the freeze strategy "
+                "changed? Resume with the original options, or pass overwrite=True to start again."
+            ) from None
+        schedule.load_state_dict(state["schedule"])
+        if self.ema is not None and (folder / "ema.safetensors").is_file():
+            self.ema.load_state_tensors(load_file(str(folder / "ema.safetensors")), int(state.get("ema_updates", 0)))
+        rank = self.accelerator.process_index
+        rng_file = folder / f"rng-{rank}.safetensors"
+        if not rng_file.is_file():
+            raise ArtifactError(f"{rng_file} is missing; the checkpoint is incomplete.")
+        return load_file(str(rng_file)), ckpt.read_json(folder / f"rng-{rank}.json")
+
+    # --- learning-rate range test ------------------------------------------------------------------------------
+    def _find_lr(self, train_loader) -> float:
+        from .lr_finder import find_lr
+
+        result = find_lr(self, train_loader)
+        if self.is_main and self.output_dir:
+            result.save(self.output_dir)
+        self._log(f"lr='auto': the range test suggests lr={result.suggestion:.3g} ({result.reason}).")
+        return result.suggestion
 
 
-__all__ = ["FitOutcome", "Trainer", "evaluate_model", "load_weights_into", "make_accelerator"]
+def snapshot_if(model: nn.Module, keep: bool):
+    return ckpt.snapshot(model) if keep else None
+
+
+def _named_losses(out: Any) -> dict[str, torch.Tensor]:
+    """A train step's loss, or its dict of named losses (summed for backward, each logged)."""
+    if isinstance(out, torch.Tensor):
+        return {"loss": out}
+    if isinstance(out, dict) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
+        return {str(k): v for k, v in out.items()}
+    raise TypeError(f"train_step must return a loss tensor or a dict of named loss tensors, not {type(out).__name__}.")
+
+
+def _why(rejected: list[tuple[Path, str]]) -> str:
+    return "" if not rejected else " (" + "; ".join(f"{p.name}: {w}" for p, w in rejected[:3]) + ")"
+
+
+__all__ = ["FitOutcome", "Trainer", "make_accelerator"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
-from ..tasks.base import Metrics
+from .base import Metrics, all_reduce_sum
 
 
 class ClassificationMetrics(Metrics):
-    """Streaming accuracy and macro-F1.
+    """Streaming accuracy and macro-F1; the confusion matrix is summed across processes.
 
     Example:
         >>> m = ClassificationMetrics(num_classes=2)
@@ -17,15 +20,19 @@ class ClassificationMetrics(Metrics):
         0.667
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
         self.num_classes = num_classes
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)  # rows: target, columns: prediction
 
     def update(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
         """`outputs` = (predicted class ids, target class ids), any shape, same length."""
         preds, targets = (t.detach().reshape(-1).to("cpu", torch.long) for t in outputs)
         idx = targets * self.num_classes + preds
         self.confusion += torch.bincount(idx, minlength=self.num_classes**2).reshape(self.num_classes, -1)
+
+    def sync(self, accelerator: Any) -> None:
+        self.confusion = all_reduce_sum(self.confusion, accelerator)
 
     def compute(self) -> dict[str, float]:
         cm = self.confusion.double()
@@ -40,3 +47,15 @@ class ClassificationMetrics(Metrics):
             "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
             "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
         }
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Precision, recall, F1 and support of each class (for reports)."""
+        cm = self.confusion.double()
+        tp, support, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+        rows = []
+        for i, name in enumerate(self.class_names):
+            p = float(tp[i] / predicted[i]) if predicted[i] > 0 else 0.0
+            r = float(tp[i] / support[i]) if support[i] > 0 else 0.0
+            f = 2 * p * r / (p + r) if p + r > 0 else 0.0
+            rows.append({"class": name, "precision": p, "recall": r, "f1": f, "support": int(support[i])})
+        return rows

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..tasks.base import Metrics
+from .base import Metrics, all_reduce_sum
 
 
 class PerplexityMetrics(Metrics):
@@ -24,16 +24,21 @@ class PerplexityMetrics(Metrics):
     """
 
     def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
+        self.total = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
 
     def update(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
         sums, counts = outputs
-        self.total += float(sums.detach().double().sum())
-        self.count += int(counts.detach().sum())
+        self.total += sums.detach().double().sum().cpu()
+        self.count += counts.detach().double().sum().cpu()
+
+    def sync(self, accelerator) -> None:
+        both = all_reduce_sum(torch.stack([self.total, self.count]), accelerator)
+        self.total, self.count = both[0], both[1]
 
     def compute(self) -> dict[str, float]:
-        if self.count == 0:
+        """``loss`` (mean cross-entropy per predicted token) and ``perplexity`` = exp(loss)."""
+        if float(self.count) == 0:
             return {"perplexity": float("nan")}
-        mean = self.total / self.count
-        return {"perplexity": math.exp(mean) if mean < 700 else float("inf")}
+        mean = float(self.total / self.count)
+        return {"loss": mean, "perplexity": math.exp(mean) if mean < 700 else float("inf")}

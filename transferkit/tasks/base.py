@@ -1,7 +1,22 @@
-"""The Task contract: everything domain-specific that the engine must not know about."""
+"""The Task contract: everything domain-specific that the engine must not know about.
+
+A run goes through three phases, each a method with one job, so no step depends on another having patched state:
+
+1. ``read_data(data) -> raw``: find the splits and the label vocabulary (no model yet; cheap checks up front);
+2. ``build_model(raw) -> nn.Module``: the model through the one registered model factory; the task keeps what the
+   model decides about the data (input size, mean/std, tokenizer);
+3. ``build_datasets(raw) -> Splits``: datasets with the transforms/tokenisation the model needs.
+
+Then the engine calls ``make_loader`` per split, ``train_step`` per training batch (a loss, or a dict of named
+losses that are summed for backward and logged one by one), ``eval_step`` per evaluation batch (per-sample losses
+or None, plus outputs for the metrics), and ``new_metrics(split)``. ``state()`` goes into ``transferkit.json`` and
+``from_state`` rebuilds the task for ``tk.load``; ``predict`` turns raw inputs into result dicts.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -11,6 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import FinetuneConfig
+from ..metrics.base import Metrics
+
+__all__ = ["Metrics", "Splits", "Task", "fingerprint", "probs_to_result"]
 
 
 @dataclass
@@ -23,24 +41,8 @@ class Splits:
     labels: list[str] = field(default_factory=list)
 
 
-class Metrics:
-    """Streaming metric accumulator: `update` once per (gathered) batch, `compute` once per epoch."""
-
-    def update(self, outputs: Any) -> None:
-        raise NotImplementedError
-
-    def compute(self) -> dict[str, float]:
-        raise NotImplementedError
-
-
 class Task:
-    """Base class of tasks. Subclasses register themselves with ``@TASKS.register("name")``.
-
-    The engine calls, in order: ``prepare_data`` -> ``build_model`` -> ``make_loader`` per split -> per batch
-    ``step`` (training and evaluation) -> ``new_metrics().update(...)`` on the gathered metric inputs ->
-    ``compute()``. ``state()`` goes into ``transferkit.json`` and ``from_state`` rebuilds the task for
-    ``tk.load``. ``predict`` turns raw user inputs into result dicts.
-    """
+    """Base class of tasks. Subclasses register themselves with ``@TASKS.register("name")``."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type | None] = None  # dataclass of task-specific options (e.g. image_size, max_length)
@@ -48,14 +50,34 @@ class Task:
     monitor: ClassVar[str] = "val/loss"  # main metric: picks the best epoch, default early-stopping monitor
     monitor_mode: ClassVar[str] = "min"
     default_head: ClassVar[str] = "linear"
+    batchnorm: ClassVar[str] = "eval-when-frozen"  # the task's BatchNorm policy for batchnorm="auto"
+    modality: ClassVar[str] = ""  # "image" or "text": which backbones fit
 
     def __init__(self, config: FinetuneConfig, options: Any = None) -> None:
         self.config = config
         self.options = options if options is not None else (self.Options() if self.Options else None)
         self.labels: list[str] = []
 
-    # --- data -------------------------------------------------------------------------------------------
-    def prepare_data(self, data: Any) -> Splits:
+    # --- phase 1: data ------------------------------------------------------------------------------------
+    def read_data(self, data: Any) -> Any:
+        """Finds the splits and the label vocabulary of `data` (sets ``self.labels``); returns the raw splits."""
+        raise NotImplementedError
+
+    def data_fingerprint(self, raw: Any) -> str:
+        """A short hash of what the raw training data is (resume refuses to continue on other data)."""
+        return fingerprint(repr(raw))
+
+    def describe_data(self, raw: Any) -> dict[str, Any]:
+        """Split sizes and facts for the start-up summary, e.g. ``{"train": 180, "val": 20, "classes": 3}``."""
+        return {}
+
+    # --- phase 2: model -----------------------------------------------------------------------------------
+    def build_model(self, raw: Any = None) -> nn.Module:
+        """The model, from the one registered factory (``transferkit.models.create_model``)."""
+        raise NotImplementedError
+
+    # --- phase 3: datasets ----------------------------------------------------------------------------------
+    def build_datasets(self, raw: Any) -> Splits:
         raise NotImplementedError
 
     def eval_dataset(self, data: Any) -> Dataset:
@@ -97,21 +119,21 @@ class Task:
             collate_fn=collate_fn,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available() and self.config.device != "cpu",
             generator=generator or torch.Generator().manual_seed(self.config.seed),
             **batching,
         )
 
-    # --- model ------------------------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    # --- steps and metrics ----------------------------------------------------------------------------------
+    def train_step(self, model: nn.Module, batch: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Forward one training batch: the loss, or a dict of named losses (summed for backward)."""
         raise NotImplementedError
 
-    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
-        """Forward one batch. Returns ``(loss, metric_inputs)``; metric_inputs is a tensor pytree the engine
-        gathers across processes and hands to ``Metrics.update``."""
+    def eval_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor | None, Any]:
+        """Forward one evaluation batch: ``(per-sample losses (B,) or None, outputs for the metrics)``."""
         raise NotImplementedError
 
-    def new_metrics(self) -> Metrics:
+    def new_metrics(self, split: str = "val") -> Metrics:
         raise NotImplementedError
 
     # --- artifacts and inference -----------------------------------------------------------------------
@@ -128,3 +150,23 @@ class Task:
 
     def save_extra(self, model: nn.Module, output_dir: str) -> None:
         """Writes files besides model.safetensors that inference needs (e.g. a tokenizer)."""
+
+    def report_examples(self, metrics: Any, split: str) -> dict[str, Any]:
+        """Task-specific material for the run report (e.g. misclassified examples); JSON-able."""
+        return {}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def probs_to_result(probs: torch.Tensor, labels: list[str], label_type: str = "str") -> dict[str, Any]:
+    """``{"label", "score", "probs"}`` for one row of class probabilities (shared by classification tasks); labels
+    come back in the type the training labels had (ints stay ints)."""
+    names: list[Any] = [int(n) for n in labels] if label_type == "int" else list(labels)
+    idx = int(probs.argmax())
+    return {"label": names[idx], "score": float(probs[idx]), "probs": dict(zip(names, probs.tolist()))}

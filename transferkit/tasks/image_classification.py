@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +14,11 @@ from torch import nn
 
 from ..config import FinetuneConfig
 from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
+from ..data.imageio import MAX_IMAGE_PIXELS
 from ..errors import ConfigError, DataError
 from ..metrics.classification import ClassificationMetrics
 from ..registry import TASKS
-from .base import Metrics, Splits, Task
+from .base import Metrics, Splits, Task, fingerprint, probs_to_result
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,14 @@ class ImageClassificationOptions:
 
     Attributes:
         image_size: model input size (int or (H, W)); None: the backbone's own (e.g. 224).
-        train_transforms: "default" (whole image resized + flip), "crop" (RandomResizedCrop + flip),
-            "none"/"noflip" (resize only), or a callable on a uint8 (3, H, W) tensor.
+        train_transforms: "default" (whole image resized + flip), "crop" (RandomResizedCrop + flip), "affine" (small
+            rotations/shifts, no flip), "none"/"noflip" (resize only), or a callable on a uint8 (3, H, W) tensor.
         eval_transforms: "default" (whole image resized), "crop" (resize + center crop), or a callable.
-        skip_bad_files: drop unreadable/non-image files with one warning instead of failing.
+        skip_bad_files: drop unreadable, truncated or oversized image files (one warning with the count) instead of
+            failing; files that fail to decode later are skipped with a warning naming them.
         label_smoothing: cross-entropy label smoothing (0 disables).
+        max_image_pixels: images with more pixels are refused before decoding (a decompression-bomb guard, PIL's
+            limit by default); None: no limit.
     """
 
     image_size: Any = None
@@ -36,6 +42,11 @@ class ImageClassificationOptions:
     eval_transforms: Any = "default"
     skip_bad_files: bool = False
     label_smoothing: float = 0.0
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing={self.label_smoothing!r} is invalid; expected a fraction in [0, 1).")
 
 
 @TASKS.register("image-classification", domain="image")
@@ -46,14 +57,15 @@ class ImageClassificationTask(Task):
     Options = ImageClassificationOptions
     monitor = "val/accuracy"
     monitor_mode = "max"
+    modality = "image"
 
     def __init__(self, config: FinetuneConfig, options: ImageClassificationOptions | None = None) -> None:
         super().__init__(config, options)
         self.data_config: dict[str, Any] | None = None  # the backbone's, with image_size applied
-        self._datasets: dict[str, Any] = {}
+        self.label_type = "str"
 
-    # --- data -------------------------------------------------------------------------------------------
-    def prepare_data(self, data: Any) -> Splits:
+    # --- phase 1: data ------------------------------------------------------------------------------------
+    def read_data(self, data: Any):
         from ..data.images import resolve_image_data
 
         resolved = resolve_image_data(
@@ -61,36 +73,34 @@ class ImageClassificationTask(Task):
             val_fraction=self.config.val_fraction,
             seed=self.config.seed,
             skip_bad_files=self.options.skip_bad_files,
+            max_pixels=self.options.max_image_pixels,
         )
         self.labels = list(resolved.labels)
-        # Transforms depend on the backbone's data config, known only once the model exists: datasets are built
-        # without a transform here and get theirs in build_model.
-        self._datasets = {name: src.build(None) for name, src in resolved.splits.items()}
-        return Splits(self._datasets["train"], self._datasets.get("val"), self._datasets.get("test"), self.labels)
-
-    def eval_dataset(self, data: Any):
-        from ..data.images import resolve_image_data
-
-        # labels= maps class folders onto the ids the model was trained with (a class it never saw is an error)
-        resolved = resolve_image_data({"train": data, "val": data}, seed=self.config.seed, labels=self.labels)
-        return resolved.train.build(self.transform(train=False))
-
-    def transform(self, train: bool) -> Callable:
-        from ..data.transforms import build_transforms
-
-        preset = self.options.train_transforms if train else self.options.eval_transforms
-        return build_transforms(self.data_config, train=train, preset=preset)
-
-    # --- model ------------------------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        from ..models import create_model
-
+        self.label_type = resolved.label_type
         if len(self.labels) < 2:
             raise DataError(f"Image classification needs at least 2 classes; got {self.labels}.")
+        return resolved
+
+    def data_fingerprint(self, raw: Any) -> str:
+        train = raw.train
+        items = train.paths if train.paths is not None else [len(train), repr(type(train.dataset).__name__)]
+        return fingerprint(self.labels, items, train.targets)
+
+    def describe_data(self, raw: Any) -> dict[str, Any]:
+        sizes = {name: len(src) for name, src in raw.splits.items()}
+        carved = " (carved from train)" if raw.val_from_train else ""
+        return {"splits": sizes, "classes": len(self.labels), "note": f"val{carved}" if carved else ""}
+
+    # --- phase 2: model -----------------------------------------------------------------------------------
+    def build_model(self, raw: Any = None) -> nn.Module:
+        from ..models import check_output_width, create_model
+
         cfg = self.config
         model = create_model(
             cfg.backbone,
             len(self.labels),
+            kind="classifier",
+            task=self.name,
             head=cfg.head,
             pretrained=cfg.pretrained,
             head_kwargs=dict(cfg.head_kwargs),
@@ -100,49 +110,98 @@ class ImageClassificationTask(Task):
             self.data_config = resolved_data_config(
                 getattr(model.backbone, "data_config", {}), self.options.image_size
             )
-        for split, ds in self._datasets.items():
-            ds.transform = self.transform(train=split == "train")
+        _, h, w = self.data_config["input_size"]
+        check_output_width(model, len(self.labels), torch.zeros(2, 3, h, w))
         return model
 
-    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
+    # --- phase 3: datasets ----------------------------------------------------------------------------------
+    def build_datasets(self, raw: Any) -> Splits:
+        built = {
+            name: src.build(
+                self.transform(train=name == "train"),
+                max_pixels=self.options.max_image_pixels,
+                skip_bad=self.options.skip_bad_files,
+            )
+            for name, src in raw.splits.items()
+        }
+        return Splits(built["train"], built.get("val"), built.get("test"), self.labels)
+
+    def eval_dataset(self, data: Any):
+        from ..data.images import resolve_image_data
+        from ..data.splits import split_folders
+
+        if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
+            folders = split_folders(data, inside="class subfolders")
+            if folders:  # train/ val/ test/: evaluate on the test split (else val), not on split names as classes
+                data = folders.get("test") or folders.get("val") or folders["train"]
+        # labels= maps class folders onto the ids the model was trained with (a class it never saw is an error)
+        resolved = resolve_image_data(
+            {"train": data, "val": data},
+            seed=self.config.seed,
+            labels=self.labels,
+            skip_bad_files=self.options.skip_bad_files,
+            max_pixels=self.options.max_image_pixels,
+        )
+        return resolved.train.build(self.transform(train=False), max_pixels=self.options.max_image_pixels)
+
+    def transform(self, train: bool) -> Callable:
+        from ..data.transforms import build_transforms
+
+        preset = self.options.train_transforms if train else self.options.eval_transforms
+        return build_transforms(self.data_config, train=train, preset=preset)
+
+    def collate_fn(self, split: str) -> Callable | None:
+        return collate_skipping_bad if self.options.skip_bad_files else None
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    def train_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        images, targets = batch
+        return F.cross_entropy(model(images), targets, label_smoothing=self.options.label_smoothing)
+
+    def eval_step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
         images, targets = batch
         logits = model(images)
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.options.label_smoothing)
-        return loss, (logits.argmax(1), targets)
+        losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        return losses, (logits.argmax(1), targets)
 
-    def new_metrics(self) -> Metrics:
-        return ClassificationMetrics(len(self.labels))
+    def new_metrics(self, split: str = "val") -> Metrics:
+        return ClassificationMetrics(len(self.labels), class_names=self.labels)
 
     # --- artifacts and inference -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "data_config": _jsonable(self.data_config)}
+        return {"labels": list(self.labels), "label_type": self.label_type, "data_config": _jsonable(self.data_config)}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], config: FinetuneConfig) -> ImageClassificationTask:
         task = cls(config)
         task.labels = list(state["labels"])
+        task.label_type = state.get("label_type", "str")
         task.data_config = dict(state["data_config"])
         return task
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Sequence[Any], device: torch.device, batch_size: int) -> list[dict]:
-        from ..data.images import load_image
+        from ..data.imageio import load_image
 
         tf = self.transform(train=False)
         model.eval()
         out: list[dict] = []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
-            batch = torch.stack([tf(load_image(x)) for x in chunk]).to(device)
+            batch = torch.stack([tf(load_image(x, self.options.max_image_pixels)) for x in chunk]).to(device)
             probs = model(batch).float().softmax(1).cpu()
-            out += [probs_to_result(p, self.labels) for p in probs]
+            out += [probs_to_result(p, self.labels, self.label_type) for p in probs]
         return out
 
 
-def probs_to_result(probs: torch.Tensor, labels: list[str]) -> dict[str, Any]:
-    """``{"label", "score", "probs"}`` for one row of class probabilities (shared by classification tasks)."""
-    idx = int(probs.argmax())
-    return {"label": labels[idx], "score": float(probs[idx]), "probs": dict(zip(labels, probs.tolist()))}
+def collate_skipping_bad(batch: list[Any]) -> Any:
+    """Default collation of the items that decoded (an undecodable file yields None with skip_bad_files=True)."""
+    from torch.utils.data import default_collate
+
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        raise DataError("Every image of a batch failed to decode; see the warnings above for the files.")
+    return default_collate(kept)
 
 
 def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> dict[str, Any]:
@@ -156,13 +215,15 @@ def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> di
     }
     cfg.update({k: v for k, v in (backbone_config or {}).items() if v is not None})
     if image_size is not None:
-        if isinstance(image_size, int):
+        if isinstance(image_size, int) and not isinstance(image_size, bool) and image_size > 0:
             size = (image_size, image_size)
-        elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(int(s) > 0 for s in image_size):
             size = tuple(int(s) for s in image_size)
         else:
-            raise ConfigError(f"image_size={image_size!r} must be an int or (height, width).")
+            raise ConfigError(f"image_size={image_size!r} must be a positive int or (height, width).")
         cfg["input_size"] = (3, *size)
+    if "input_size" not in cfg or len(cfg["input_size"]) != 3:
+        raise ConfigError(f"The backbone's data config has no image input size ({cfg.get('input_size')!r}).")
     return cfg
 
 

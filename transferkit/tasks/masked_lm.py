@@ -24,10 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import FinetuneConfig
 from ..errors import ConfigError, DataError
 from ..registry import TASKS
-from .base import Splits, Task
+from .base import Splits, Task, fingerprint
 from .text_common import check_common_options, make_tokenizer, resolve_backbone
-
-_HEAD_NAMES = ("cls", "lm_head")  # BERT-, RoBERTa-style MLM heads that map hidden states -> vocabulary logits
 
 
 @dataclass(frozen=True)
@@ -103,50 +101,6 @@ class MaskingCollate:
         return {"input_ids": input_ids, "labels": labels}
 
 
-class MaskedLMModel(nn.Module):
-    """A transformers masked-LM model that computes the vocabulary projection only at masked positions.
-
-    It registers the wrapped model's own children under their own names, so its state dict has exactly the keys
-    of the transformers model (``bert.*``, ``cls.*``): the engine's ``model.safetensors`` is a valid transformers
-    checkpoint. On BERT-sized vocabularies this skips most of the head's work (85% of positions need no logits).
-    """
-
-    def __init__(self, hf_model: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "hf_model", hf_model)  # not a submodule: its children are registered directly
-        for name, child in hf_model.named_children():
-            self.add_module(name, child)
-        self.base_name = hf_model.base_model_prefix
-        self.head_name = next(n for n in _HEAD_NAMES if isinstance(getattr(hf_model, n, None), nn.Module))
-
-    @staticmethod
-    def supports(hf_model: nn.Module) -> bool:
-        prefix = getattr(hf_model, "base_model_prefix", "")
-        children = dict(hf_model.named_children())
-        own = set(hf_model.state_dict())
-        under_children = {k for k in own if k.split(".", 1)[0] in children}
-        return (
-            prefix in children
-            and any(isinstance(children.get(n), nn.Module) for n in _HEAD_NAMES)
-            and own == under_children
-        )
-
-    @property
-    def config(self):
-        return self.hf_model.config
-
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = getattr(self, self.base_name)(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        return out.last_hidden_state
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Returns ``(logits at masked positions (N, vocab), their labels (N,), mask (B, T))``."""
-        hidden = self.hidden_states(input_ids, attention_mask)
-        mask = labels != -100
-        logits = getattr(self, self.head_name)(hidden[mask])
-        return logits, labels[mask], mask
-
-
 @TASKS.register("masked-lm", domain="text")
 class MaskedLMTask(Task):
     """Pretrains (from scratch) or continues pretraining (domain adaptation) a BERT-style encoder.
@@ -190,10 +144,8 @@ class MaskedLMTask(Task):
 
         return read_documents(source, text_column=self.options.text_column, empty_texts=self.options.empty_texts)
 
-    def prepare_data(self, data: Any) -> Splits:
-        """Reads documents, holds out `val_fraction` of them, loads or trains the tokenizer, and cuts blocks."""
-        from ..backbones.hf_adapter import resolve_max_length
-
+    def read_data(self, data: Any) -> dict[str, Any]:
+        """Reads the documents of each split; without a val split, `val_fraction` of whole documents is held out."""
         sources = self._split_sources(data)
         train_docs = self._documents(sources["train"])
         val_docs = self._documents(sources["val"]) if "val" in sources else None
@@ -203,6 +155,17 @@ class MaskedLMTask(Task):
             k = max(1, round(len(train_docs) * self.config.val_fraction))
             val_docs = [train_docs[i] for i in sorted(perm[:k])]
             train_docs = [train_docs[i] for i in sorted(perm[k:])]
+        return {"train": train_docs, "val": val_docs, "test": test_docs, "given_val": "val" in sources}
+
+    def data_fingerprint(self, raw: Any) -> str:
+        return fingerprint(raw["train"])
+
+    def describe_data(self, raw: Any) -> dict[str, Any]:
+        sizes = {k: len(raw[k]) for k in ("train", "val", "test") if raw.get(k) is not None}
+        return {"splits": sizes, "note": "documents"}
+
+    def _setup_tokenizer(self, train_docs: Sequence[str]) -> Any:
+        from ..backbones.hf_adapter import resolve_max_length
 
         self.spec = resolve_backbone(self.config.backbone, self.options)
         if self.spec is None:
@@ -214,17 +177,20 @@ class MaskedLMTask(Task):
         self.tokenizer, hf_config = make_tokenizer(
             self.spec, self.options, train_docs, fresh=fresh, config=self.config, keep_in=self.config.output_dir
         )
-        if not fresh and self.config.lr > 2e-4:
+        if not fresh and isinstance(self.config.lr, float) and self.config.lr > 2e-4:
             warnings.warn(
                 f"Continued pretraining of {self.spec.display} at lr={self.config.lr:g}, the from-scratch default: "
                 "pretrained checkpoints usually continue at 2e-5 to 1e-4 (e.g. lr=5e-5) so they keep what they know.",
-                stacklevel=2,
+                stacklevel=3,
             )
         self.max_length = resolve_max_length(
             self.options.max_length, 128, hf_config, self.tokenizer, self.spec.display
         )
-        train_blocks = self._blocks(train_docs, "training")
-        given_val = "val" in sources
+
+    def build_datasets(self, raw: Any) -> Splits:
+        """Cuts every split into blocks of `max_length` tokens; held-out blocks get fixed masks."""
+        train_blocks = self._blocks(raw["train"], "training")
+        val_docs, given_val = raw["val"], raw["given_val"]
         val_blocks = self._blocks(val_docs, "validation", allow_short=not given_val) if val_docs is not None else None
         if val_blocks is None or val_blocks.shape[0] == 0:  # too little held-out text: hold out blocks instead
             k = max(1, round(train_blocks.shape[0] * self.config.val_fraction)) if train_blocks.shape[0] >= 2 else 0
@@ -241,8 +207,8 @@ class MaskedLMTask(Task):
         }
         val = self._fixed_masks(val_blocks, seed=self.config.seed) if val_blocks.shape[0] else None
         test = None
-        if test_docs is not None:
-            test = self._fixed_masks(self._blocks(test_docs, "test"), seed=self.config.seed + 1)
+        if raw["test"] is not None:
+            test = self._fixed_masks(self._blocks(raw["test"], "test"), seed=self.config.seed + 1)
         return Splits(train=self._dataset(train_blocks), val=val, test=test, labels=[])
 
     def _split_sources(self, data: Any) -> dict[str, Any]:
@@ -320,19 +286,20 @@ class MaskedLMTask(Task):
         return self.dataloader(dataset, split, collate, batch_size=batch_size, shuffle=shuffle)
 
     # --- model ------------------------------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        from ..backbones.hf_adapter import create_masked_lm
+    def build_model(self, raw: Any = None) -> nn.Module:
+        from ..models import create_model
 
-        if self.spec is None:
-            self.spec = resolve_backbone(self.config.backbone, self.options)
-        model, self.tokenizer = create_masked_lm(
-            self.spec, pretrained=self.config.pretrained, tokenizer=self.tokenizer
-        )
+        if self.tokenizer is None:
+            self._setup_tokenizer(raw["train"] if raw is not None else [])
+        model = create_model(self.spec, kind="masked-lm", pretrained=self.config.pretrained, tokenizer=self.tokenizer)
+        self.tokenizer = model.tokenizer
         if self.max_length and self.max_length > getattr(model.config, "max_position_embeddings", 10**9):
             raise ConfigError(f"max_length={self.max_length} exceeds the model's max_position_embeddings.")
-        return MaskedLMModel(model) if MaskedLMModel.supports(model) else model
+        return model
 
-    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    def _forward(self, model: nn.Module, batch: dict[str, torch.Tensor]):
+        from ..models.masked_lm import MaskedLMModel
+
         input_ids, labels = batch["input_ids"], batch["labels"]
         inner = getattr(model, "module", model)  # DDP-wrapped or not
         if isinstance(inner, MaskedLMModel):
@@ -341,14 +308,24 @@ class MaskedLMTask(Task):
             mask = labels != -100
             logits = model(input_ids=input_ids, return_dict=True).logits[mask]
             targets = labels[mask]
-        token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
-        # A batch with no masked token (tiny blocks) still needs a graph for backward: 0 * sum keeps it.
-        loss = token_loss.mean() if token_loss.numel() else logits.sum() * 0.0
-        rows = mask.nonzero()[:, 0]
-        sums = torch.zeros(input_ids.shape[0], device=input_ids.device).index_add_(0, rows, token_loss.detach())
-        return loss, (sums, mask.sum(1))
+        return logits, targets, mask
 
-    def new_metrics(self):
+    def train_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits, targets, _ = self._forward(model, batch)
+        if targets.numel() == 0:  # a batch with no masked token (tiny blocks) still needs a graph for backward
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), targets)
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[None, Any]:
+        """No per-sample loss: the metrics compute the token-weighted loss (and perplexity) themselves."""
+        logits, targets, mask = self._forward(model, batch)
+        token_loss = F.cross_entropy(logits.float(), targets, reduction="none")
+        rows = mask.nonzero()[:, 0]
+        input_ids = batch["input_ids"]
+        sums = torch.zeros(input_ids.shape[0], device=input_ids.device).index_add_(0, rows, token_loss.detach())
+        return None, (sums, mask.sum(1))
+
+    def new_metrics(self, split: str = "val"):
         from ..metrics.language import PerplexityMetrics
 
         return PerplexityMetrics()
@@ -412,6 +389,8 @@ class MaskedLMTask(Task):
             )
             enc = {k: v.to(device) for k, v in enc.items()}
             mask = enc["input_ids"] == tok.mask_token_id
+            from ..models.masked_lm import MaskedLMModel
+
             if isinstance(model, MaskedLMModel):
                 hidden = model.hidden_states(enc["input_ids"], enc["attention_mask"])
                 logits = getattr(model, model.head_name)(hidden[mask])

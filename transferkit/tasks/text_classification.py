@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import FinetuneConfig
 from ..errors import ConfigError, DataError
 from ..registry import TASKS
-from .base import Splits, Task
+from .base import Splits, Task, fingerprint, probs_to_result
 from .text_common import check_common_options, make_tokenizer, resolve_backbone, warn_truncation
 
 BACKBONE_FOLDER = "backbone"  # config + tokenizer of the encoder, so tk.load works offline without the original
@@ -127,8 +127,8 @@ class TextClassificationTask(Task):
             auto_pair_column=None if self.pair_column else "text_pair",
         )
 
-    def prepare_data(self, data: Any) -> Splits:
-        """Reads the splits, fixes the label set from training data, loads or trains the tokenizer, tokenises."""
+    def read_data(self, data: Any) -> dict[str, Any]:
+        """Reads the splits and fixes the label set from the training data (or `label_names`)."""
         from ..data.splits import stratified_split
         from ..data.text import LabelMap, label_key, resolve_splits
 
@@ -139,6 +139,11 @@ class TextClassificationTask(Task):
         for split in ("val", "test"):
             if split in sources:
                 records[split] = self._read(sources[split])
+                if len(records[split]) == 0:
+                    raise DataError(
+                        f"{records[split].source}: the {split} split has no texts. Fill it, or leave the {split} "
+                        "split out (a validation split is then carved from the training data)."
+                    )
                 if (records[split].pairs is None) != (train.pairs is None):
                     raise DataError(
                         f"{records[split].source}: the {split} split "
@@ -146,6 +151,8 @@ class TextClassificationTask(Task):
                         f"{self.pair_column or 'text_pair'!r} that the training split "
                         f"{'has' if train.pairs is not None else 'lacks'}."
                     )
+        if len(train) == 0:
+            raise DataError(f"{train.source}: the training split has no texts.")
         self.label_map = LabelMap.fit(train.labels, self.options.label_names)
         self.labels = list(self.label_map.names)
         if len(self.labels) < 2:
@@ -153,14 +160,30 @@ class TextClassificationTask(Task):
                 f"{train.source}: the training data has only one label ({self.labels[0]!r}); classification needs "
                 "at least two."
             )
-        if "val" not in records:
+        carved = "val" not in records
+        if carved:
             keys = [label_key(v) for v in train.labels]
             tr_idx, val_idx = stratified_split(keys, self.config.val_fraction, self.config.seed)
             if val_idx:
                 records["val"], records["train"] = train.subset(val_idx), train.subset(tr_idx)
         encoded = {split: self.label_map.encode(recs, split) for split, recs in records.items()}
+        return {"records": records, "encoded": encoded, "val_from_train": carved}
 
-        self._setup_tokenizer(records["train"].texts + (records["train"].pairs or []))
+    def data_fingerprint(self, raw: Any) -> str:
+        train = raw["records"]["train"]
+        return fingerprint(self.labels, train.texts, train.pairs, raw["encoded"]["train"])
+
+    def describe_data(self, raw: Any) -> dict[str, Any]:
+        sizes = {split: len(recs) for split, recs in raw["records"].items()}
+        return {
+            "splits": sizes,
+            "classes": len(self.labels),
+            "note": "val carved from train" if raw["val_from_train"] else "",
+        }
+
+    def build_datasets(self, raw: Any) -> Splits:
+        """Tokenises every split once (the tokenizer comes with the model)."""
+        records, encoded = raw["records"], raw["encoded"]
         datasets = {split: self._dataset(recs, encoded[split]) for split, recs in records.items()}
         warn_truncation(datasets["train"].lengths, self.max_length, "training texts")
         return Splits(train=datasets["train"], val=datasets.get("val"), test=datasets.get("test"), labels=self.labels)
@@ -223,25 +246,33 @@ class TextClassificationTask(Task):
         return self.dataloader(dataset, split, self.collate_fn(split), batch_sampler=sampler, generator=generator)
 
     # --- model ------------------------------------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
+    def build_model(self, raw: Any = None) -> nn.Module:
+        """The encoder + head; the tokenizer is the model's own, loaded, or trained on the training texts."""
         from ..backbones.hf_adapter import HFBackbone
-        from ..heads import build_head
-        from ..models import TransferModel, create_model
+        from ..models import create_model
 
         if not self.labels:
-            raise ConfigError("build_model() needs the labels: call prepare_data(data) first.")
+            raise ConfigError("build_model() needs the labels: call read_data(data) first.")
         cfg = self.config
-        if self.spec is None and isinstance(cfg.backbone, HFBackbone):
-            bb = cfg.backbone
-            model = TransferModel(
-                bb, build_head(cfg.head, bb, len(self.labels), default=self.default_head, **dict(cfg.head_kwargs))
+        if isinstance(cfg.backbone, HFBackbone):
+            self._setup_tokenizer([])
+            model = create_model(
+                cfg.backbone,
+                len(self.labels),
+                kind="classifier",
+                head=cfg.head,
+                head_kwargs=dict(cfg.head_kwargs),
+                default_head=self.default_head,
             )
         else:
-            if self.spec is None:
-                self._setup_tokenizer([])
+            if self.tokenizer is None:
+                train = raw["records"]["train"] if raw is not None else None
+                self._setup_tokenizer(train.texts + (train.pairs or []) if train is not None else [])
             model = create_model(
                 self.spec.display,
                 len(self.labels),
+                kind="classifier",
+                task=self.name,
                 head=cfg.head,
                 pretrained=cfg.pretrained,
                 head_kwargs=dict(cfg.head_kwargs),
@@ -251,23 +282,31 @@ class TextClassificationTask(Task):
                 model_config=self.spec.overrides or None,
             )
         self.pooling = model.backbone.pooling
+        from ..models import check_output_width
+
+        ids = torch.full((2, 4), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        check_output_width(model, len(self.labels), (ids, torch.ones_like(ids)))
         return model
 
-    def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+    def train_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
         logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         labels = batch["labels"]
-        loss = F.cross_entropy(logits.float(), labels)
-        return loss, (logits.detach().argmax(-1), labels)
+        return F.cross_entropy(logits.float(), labels, reduction="none"), (logits.argmax(-1), labels)
 
-    def new_metrics(self):
+    def new_metrics(self, split: str = "val"):
         from ..metrics.classification import ClassificationMetrics
 
-        return ClassificationMetrics(len(self.labels))
+        return ClassificationMetrics(len(self.labels), class_names=self.labels)
 
     # --- artifacts and inference -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
             "labels": list(self.labels),
+            "label_type": self.label_map.value_type if self.label_map is not None else "str",
             "max_length": self.max_length,
             "pooling": self.pooling,
             "text_column": self.options.text_column,
@@ -300,7 +339,7 @@ class TextClassificationTask(Task):
         )
         task = cls(config.replace(backbone=f"hf:{folder}", pretrained=False), options)
         task.labels = list(state["labels"])
-        task.label_map = LabelMap(task.labels)
+        task.label_map = LabelMap(task.labels, state.get("label_type", "str"))
         task.pair_column = state.get("text_pair_column")
         task.pooling = state.get("pooling")
         task.tokenizer = load_tokenizer(str(folder))
@@ -326,17 +365,8 @@ class TextClassificationTask(Task):
             for i, p in zip(idx, logits.float().softmax(-1).cpu()):
                 probs_out[i] = p
         model.train(was_training)
-        results = []
-        for p in probs_out:
-            k = int(p.argmax())
-            results.append(
-                {
-                    "label": self.labels[k],
-                    "score": float(p[k]),
-                    "probs": {name: float(v) for name, v in zip(self.labels, p.tolist())},
-                }
-            )
-        return results
+        value_type = self.label_map.value_type if self.label_map is not None else "str"
+        return [probs_to_result(p, self.labels, value_type) for p in probs_out]
 
     def _split_inputs(self, inputs: Sequence[Any]) -> tuple[list[str], list[str] | None]:
         texts: list[str] = []

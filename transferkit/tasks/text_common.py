@@ -84,14 +84,8 @@ def make_tokenizer(spec, options: Any, corpus: Sequence[str], fresh: bool, confi
 
 
 def _resuming(config) -> bool:
-    if config is None or not config.resume or not config.output_dir:
-        return False
-    from ..engine.checkpoint import find_resume_dir
-
-    try:
-        return find_resume_dir(Path(config.output_dir), config.resume) is not None
-    except ConfigError:
-        return False
+    """A resumed run reuses the tokenizer it trained (the folder's run was checked to be the same run)."""
+    return bool(config is not None and config.resume and config.output_dir)
 
 
 def warn_truncation(lengths: Sequence[int], max_length: int, what: str) -> None:

@@ -1,0 +1,134 @@
+"""One run per output folder: a lock while a run is active, no silent reuse of a folder that holds another run,
+and a resume that checks it continues the same run before it touches any file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+LOCK_FILE = ".transferkit.lock"
+# What a run leaves in its folder (removed by overwrite=True); anything else in the folder is the user's.
+RUN_FILES = ("transferkit.json", "model.safetensors", "history.csv", "report.html", "lr_find.json", "lr_find.png")
+RUN_DIRS = ("checkpoints", "backbone", "report")
+
+
+class RunLock:
+    """An exclusive lock on an output folder, held while a run writes to it.
+
+    ``fcntl.flock`` on an open file: the operating system releases it when the process dies (even by SIGKILL), so
+    a stale lock never blocks a later run; the file names the holder's pid and host for the error message.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.path.parent} is in use by a run that is still active ({holder}). Wait for it to finish, stop "
+                "it, or pass another output_dir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def read_status(folder: Path) -> dict[str, Any] | None:
+    """The run metadata in `folder` (transferkit.json), None if there is none; a damaged file raises."""
+    path = Path(folder) / "transferkit.json"
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{path} is damaged ({e}); pass overwrite=True to start a new run in {folder}, or another output_dir."
+        ) from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} does not hold a run description; pass overwrite=True or another output_dir.")
+    return meta
+
+
+def has_run(folder: Path) -> bool:
+    folder = Path(folder)
+    return any((folder / f).exists() for f in RUN_FILES) or (folder / "checkpoints").is_dir()
+
+
+def prepare_folder(folder: Path, *, resume: Any, overwrite: bool) -> dict[str, Any] | None:
+    """Decides what a new run may do with `folder`. Returns the previous run's metadata when resuming.
+
+    - resume=False and the folder holds a run: an error unless `overwrite` (then the run's files are removed);
+    - resume=True: the previous metadata (the engine checks that the run matches and what is left to do);
+      nothing there: a fresh start.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output_dir={str(folder)!r} is a file; pass a folder.")
+    previous = read_status(folder) if folder.is_dir() else None
+    if overwrite:
+        remove_run(folder)
+        return None
+    if not resume:
+        if folder.is_dir() and has_run(folder):
+            status = (previous or {}).get("status", "unknown")
+            raise ConfigError(
+                f"{folder} already holds a run (status: {status}). Pass resume=True to continue it, overwrite=True "
+                "to replace it, or another output_dir."
+            )
+        return None
+    return previous
+
+
+def remove_run(folder: Path) -> None:
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+
+
+def compare(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two run fingerprints (``key: saved -> now``)."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if a != b:
+            diffs.append(f"{key}: {_short(a)} -> {_short(b)}")
+    return diffs
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
