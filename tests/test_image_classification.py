@@ -52,7 +52,8 @@ def test_finetune_writes_a_complete_output_folder(trained):
     assert {"train/loss", "val/loss", "val/accuracy", "val/f1_macro", "lr"} <= set(result.history[0])
     for name in ("transferkit.json", "model.safetensors", "history.csv", "checkpoints/best"):
         assert (out / name).exists(), name
-    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-000000004"]  # 2 epochs x 2 steps: the last one kept
+    # 2 epochs x 2 steps: only the last checkpoint is kept
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-000000004"]
     meta = json.loads((out / "transferkit.json").read_text())
     assert meta["task"] == "image-classification" and meta["status"] == "finished"
     assert meta["task_state"]["labels"] == ["blue", "green", "red"]

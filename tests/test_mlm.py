@@ -110,8 +110,8 @@ def test_masking_follows_80_10_10(tmp_path):
 
 def test_fast_head_matches_transformers_loss():
     from transferkit.config import FinetuneConfig
-    from transferkit.tasks import get_task
     from transferkit.models.masked_lm import MaskedLMModel
+    from transferkit.tasks import get_task
 
     task_cls = get_task("masked-lm")
     opts = {k: v for k, v in SCRATCH.items() if k not in ("backbone", "batch_size", "quiet")}
