@@ -1,0 +1,12 @@
+"""Rank pretrained backbones before fine-tuning: transferability scores of frozen features on the target data.
+
+Example:
+    >>> import numpy as np
+    >>> from transferkit.ranking import SCORES, score
+    >>> sorted(SCORES)
+    ['hscore', 'knn', 'linear_probe', 'logme', 'sfda']
+"""
+
+from .scores import INVARIANCES, SCORES, hscore, knn_accuracy, linear_probe_accuracy, logme, score, sfda
+
+__all__ = ["INVARIANCES", "SCORES", "hscore", "knn_accuracy", "linear_probe_accuracy", "logme", "score", "sfda"]
