@@ -19,7 +19,7 @@ from .errors import (
     UnknownNameError,
     WeightsError,
 )
-from .heads import register_head
+from .heads import list_heads, register_head
 from .models import TransferModel, create_model
 from .registry import Registry
 from .tasks import list_tasks
@@ -53,6 +53,7 @@ __all__ = [
     "evaluate",
     "finetune",
     "list_backbones",
+    "list_heads",
     "list_tasks",
     "load",
     "pretrain",

@@ -17,9 +17,11 @@ from .base import Backbone, check_layer_groups
 
 # source prefix -> adapter module. The module defines `create(name, pretrained, **kw) -> Backbone` and
 # `list_names(pattern=None, task=None) -> list[str]`.
+_IMAGE_TASKS = ("image-classification", "semantic-segmentation", "object-detection")
 for _prefix, _module, _tasks in [
-    ("timm", "transferkit.backbones.timm_adapter", ("image-classification",)),
-    ("tv", "transferkit.backbones.torchvision_adapter", ("image-classification",)),
+    ("timm", "transferkit.backbones.timm_adapter", _IMAGE_TASKS),
+    ("tv", "transferkit.backbones.torchvision_adapter", _IMAGE_TASKS),
+    ("smp", "transferkit.backbones.smp_adapter", ("semantic-segmentation",)),
     ("hf", "transferkit.backbones.hf_adapter", ("text-classification", "masked-lm")),
     ("hf-config", "transferkit.backbones.hf_adapter", ("text-classification", "masked-lm")),
 ]:

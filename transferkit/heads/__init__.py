@@ -11,6 +11,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import HEADS
 
+_CLASSIFICATION_TASKS = ("image-classification", "text-classification")
+
 
 def register_head(name: str, factory: Callable[..., nn.Module] | None = None, **meta: Any):
     """Registers a head factory ``(backbone, num_classes, **kw) -> nn.Module`` under `name`.
@@ -23,6 +25,7 @@ def register_head(name: str, factory: Callable[..., nn.Module] | None = None, **
         ...     width = backbone.num_features
         ...     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
     """
+    meta.setdefault("tasks", _CLASSIFICATION_TASKS)  # a head on pooled features; dense heads name their task
     return HEADS.register(name, factory, **meta)
 
 
@@ -51,14 +54,47 @@ class MLPHead(nn.Module):
         return self.net(x)
 
 
-@register_head("linear", domain=("image", "text"))
+@register_head("linear", domain=("image", "text"), tasks=_CLASSIFICATION_TASKS)
 def linear_head(backbone: nn.Module, num_classes: int, dropout: float = 0.0) -> nn.Module:
     return LinearHead(backbone.num_features, num_classes, dropout=dropout)
 
 
-@register_head("mlp", domain=("image", "text"))
+@register_head("mlp", domain=("image", "text"), tasks=_CLASSIFICATION_TASKS)
 def mlp_head(backbone: nn.Module, num_classes: int, hidden: int = 512, dropout: float = 0.1) -> nn.Module:
     return MLPHead(backbone.num_features, num_classes, hidden=hidden, dropout=dropout)
+
+
+# Heads of the dense tasks are registered by modules imported on first use (they list the installed smp /
+# torchvision architectures): task -> module.
+_HEAD_MODULES = {
+    "semantic-segmentation": "transferkit.heads.segmentation",
+    "object-detection": "transferkit.heads.detection",
+}
+
+
+def list_heads(task: str | None = None) -> list[str]:
+    """Names of the heads registered for `task` (all tasks when None), from the installed libraries.
+
+    Example:
+        >>> list_heads(task="image-classification")
+        ['linear', 'mlp']
+    """
+    import importlib
+
+    from ..registry import unknown_name_message
+
+    tasks = [task] if task is not None else [*_CLASSIFICATION_TASKS, *_HEAD_MODULES]
+    known = [*_CLASSIFICATION_TASKS, *_HEAD_MODULES, "masked-lm"]
+    if task is not None and task not in known:
+        from ..errors import UnknownNameError
+
+        raise UnknownNameError(unknown_name_message("task", task, known))
+    names: set[str] = set()
+    for t in tasks:
+        if t in _HEAD_MODULES:
+            importlib.import_module(_HEAD_MODULES[t])
+        names.update(HEADS.list(tasks=t))
+    return sorted(names)
 
 
 def build_head(head: Any, backbone: nn.Module, num_classes: int, default: str = "linear", **kwargs: Any) -> nn.Module:

@@ -19,6 +19,8 @@ from ..heads import build_head
 from ..registry import BACKBONE_SOURCES, Registry
 
 MODELS: Registry[Any] = Registry("model kind")
+# kinds whose builders live in modules imported on first use (they import smp / torchvision detection)
+_MODEL_MODULES = {"segmenter": "transferkit.models.segmentation", "detector": "transferkit.models.detection"}
 
 
 class TransferModel(nn.Module):
@@ -76,6 +78,10 @@ def create_model(
     """
     if task is not None:
         check_backbone_fits(backbone, task)
+    if kind not in MODELS and kind in _MODEL_MODULES:
+        import importlib
+
+        importlib.import_module(_MODEL_MODULES[kind])
     builder = MODELS.get(kind)
     return builder(
         backbone,
