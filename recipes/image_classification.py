@@ -1,28 +1,20 @@
-"""Recipe: fine-tune an image classifier. Thin on purpose: all logic lives in transferkit.
+"""Recipe: fine-tune an image classifier.
 
-python recipes/image_classification.py [--config recipes/image_classification.yaml] [key=value ...]
-accelerate launch recipes/image_classification.py --config ...   # several GPUs / processes
+Thin on purpose: the options live in the YAML, the logic in transferkit.
+
+python recipes/image_classification.py [--config recipes/configs/image_classification/<config>.yaml] [key=value ...]
+accelerate launch --multi_gpu --num_processes 2 recipes/image_classification.py [...]  # several processes
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 from pathlib import Path
 
-import transferkit as tk
-from transferkit.config import load_yaml, parse_override
+from transferkit.recipes import run_recipe
+
+CONFIG = Path(__file__).parent / "configs" / "image_classification" / "default.yaml"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(Path(__file__).with_suffix(".yaml")), help="YAML recipe")
-    ap.add_argument("overrides", nargs="*", metavar="key=value")
-    args = ap.parse_args()
-    options = {**load_yaml(args.config), **dict(parse_override(o) for o in args.overrides)}
-    task, data = options.pop("task"), options.pop("data")
-    result = tk.finetune(task, data=data, **options)
-    print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics}, indent=2))
+def main(argv=None):
+    return run_recipe(argv, default_config=CONFIG, kind="finetune")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,20 @@
-"""Pretrain a BERT-style encoder (masked-LM) from a YAML recipe; ``key=value`` arguments override the file.
+"""Recipe: masked-language-model pretraining of a text encoder.
 
-Run: ``python recipes/pretrain_mlm.py [--config recipes/pretrain_mlm.yaml] [key=value ...]``
+Thin on purpose: the options live in the YAML, the logic in transferkit.
+
+python recipes/pretrain_mlm.py [--config recipes/configs/pretrain_mlm/<config>.yaml] [key=value ...]
+accelerate launch --multi_gpu --num_processes 2 recipes/pretrain_mlm.py [...]  # several processes
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 from pathlib import Path
 
-import transferkit as tk
-from transferkit.config import load_yaml, parse_override
+from transferkit.recipes import run_recipe
+
+CONFIG = Path(__file__).parent / "configs" / "pretrain_mlm" / "default.yaml"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(Path(__file__).with_suffix(".yaml")))
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    options = {**load_yaml(args.config), **dict(parse_override(o) for o in args.overrides)}
-    task, data = options.pop("task", "masked-lm"), options.pop("data")
-    result = tk.pretrain(task, data=data, **options)
-    print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics}, indent=2))
+def main(argv=None):
+    return run_recipe(argv, default_config=CONFIG, kind="pretrain")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_finetune_predict_evaluate(tmp_path, capsys):
     assert "accuracy" in json.loads(capsys.readouterr().out)
 
 
-def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
+def test_user_errors_exit_1_with_a_message(tmp_path, capsys):
     code = main(
         [
             "finetune",
@@ -59,7 +59,7 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
             "pretrained=false",
         ]
     )
-    assert code == 2
+    assert code == 1  # a user error: one line, exit 1 (usage errors exit 2)
     assert "missing" in capsys.readouterr().err
-    assert main(["finetune", "image-classification", "--data", str(tmp_path), "epochz=1"]) == 2
+    assert main(["finetune", "image-classification", "--data", str(tmp_path), "epochz=1"]) == 1
     assert "did you mean epochs" in capsys.readouterr().err

@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = (
     "output_dir",
     "save_checkpoints",
     "average_top_k",
+    "compare",
 )
 
 
@@ -124,7 +125,65 @@ def finetune(
         raise ConfigError(
             f"finetune({task!r}) needs a backbone, e.g. backbone='timm:resnet18'; see tk.list_backbones()."
         )
-    return _run(task, task_cls, cfg, opts, data)
+    t0 = time.perf_counter()
+    result = _run(task, task_cls, cfg, opts, data)
+    if cfg.compare:
+        _compare(task, task_cls, cfg, opts, data, result, time.perf_counter() - t0)
+    return result
+
+
+COMPARE_METHODS = {
+    # random init, everything at lr
+    "scratch": ("from scratch", {"pretrained": False, "freeze": "none"}),
+    # frozen pretrained backbone, the head alone (at 10x the pretrained rate: a probe has no features to protect)
+    "probe": ("linear probe", {"freeze": "backbone"}),
+}
+
+
+def _compare(
+    task: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any, result: FinetuneResult, seconds: float
+) -> None:
+    """Trains the baselines named by ``compare`` into output_dir/compare/<method> and records all side by side in
+    transferkit.json ("comparison") and the report."""
+    import json
+
+    from .artifacts import META_FILE
+    from .engine.checkpoint import write_json
+
+    out = Path(result.output_dir)
+    main = "full fine-tune" if cfg.freeze == "none" else f"fine-tune (freeze={cfg.freeze})"
+    rows = [_comparison_row(main, result, seconds)]
+    for method in cfg.compare:
+        name, changes = COMPARE_METHODS[method]
+        changes = dict(changes)
+        if method == "probe":
+            changes["head_lr_mult"] = max(cfg.head_lr_mult, 10.0)
+        sub = cfg.replace(output_dir=str(out / "compare" / method), compare=(), **changes)
+        t0 = time.perf_counter()
+        rows.append(_comparison_row(name, _run(task, task_cls, sub, opts, data), time.perf_counter() - t0))
+    if int(os.environ.get("RANK", "0")) == 0:
+        meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
+        meta["comparison"] = rows
+        write_json(out / META_FILE, meta)
+        try:
+            from .report import render_report
+
+            render_report(out)
+        except Exception as e:  # noqa: BLE001 - the runs are saved; a figure must not fail them
+            import warnings
+
+            warnings.warn(f"The comparison report could not be written ({type(e).__name__}: {e}).", stacklevel=2)
+
+
+def _comparison_row(method: str, result: FinetuneResult, seconds: float | None = None) -> dict[str, Any]:
+    return {
+        "method": method,
+        "metrics": result.metrics,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "seconds": seconds,
+        "output_dir": result.output_dir,
+    }
 
 
 def pretrain(
@@ -211,6 +270,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
             save_weights(model, out / WEIGHTS_FILE)
             task.save_extra(model, str(out))
             _write_artifacts(out, outcome)
+            _write_lr_schedule(out, outcome.lr_trace)
             final_cfg = cfg.replace(lr=outcome.lr) if outcome.lr is not None else cfg
             write_meta(
                 out,
@@ -232,7 +292,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
             )
             if not cfg.keep_resume_state:
                 _drop_resume_state(out)
-            _report(out, task, outcome, cfg)
+            _report(out, task, outcome, model, splits)
             _closing_lines(out, outcome, best_epoch, cfg, log)
         accelerator.wait_for_everyone()
     except BaseException as e:
@@ -327,14 +387,22 @@ def _write_artifacts(out: Path, outcome: Any) -> None:
             (out / name).write_text(json.dumps(content))
 
 
-def _report(out: Path, task: Any, outcome: Any, cfg: FinetuneConfig) -> None:
+def _write_lr_schedule(out: Path, trace: list[dict[str, float]]) -> None:
+    """lr_schedule.csv: the rates actually used (sampled steps), pretrained weights vs new layers."""
+    if not trace:
+        return
+    lines = ["step,lr,lr_new"] + [f"{r['step']},{r['lr']:.6g},{r['lr_new']:.6g}" for r in trace]
+    (out / "lr_schedule.csv").write_text("\n".join(lines) + "\n")
+
+
+def _report(out: Path, task: Any, outcome: Any, model: nn.Module, splits: Any) -> None:
     """The run report (report.html), when the report module is available; a failure never fails the run."""
     try:
         from .report import write_report
     except ImportError:
         return
     try:
-        write_report(out, task=task, outcome=outcome)
+        write_report(out, task=task, outcome=outcome, model=model, splits=splits)
     except Exception as e:  # noqa: BLE001 - the model is saved; a broken figure must not lose the run
         import warnings
 

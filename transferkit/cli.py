@@ -1,4 +1,8 @@
-"""The `transferkit` command: demo, finetune, pretrain, evaluate, predict, list-backbones, list-tasks."""
+"""The `transferkit` command: the whole workflow from the shell.
+
+``finetune``, ``pretrain``, ``evaluate``, ``predict``, ``report``, ``rank``, ``list``, ``options``, ``demo``. User
+errors print one line and exit 1 (usage errors exit 2); ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,81 +10,164 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .errors import TransferkitError
 
+EXIT_USER_ERROR = 1
+
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", help="task name, see `transferkit list-tasks`")
-    p.add_argument("--data", required=True, help="data folder, file, or YAML mapping of split: path")
-    p.add_argument("--backbone", help="e.g. timm:resnet18, tv:resnet18, hf:path/to/model")
-    p.add_argument("--output-dir", help="where the run is written (default runs/<task>-<time>)")
-    p.add_argument("--config", help="YAML file of options (key=value overrides win over it)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. epochs=5 lr=3e-4 freeze=backbone")
+    p.add_argument(
+        "task", nargs="?", default=None, help="task name (or task: in --config), see `transferkit list tasks`"
+    )
+    p.add_argument("--data", default=None, help="data folder or file, or inline YAML '{train: a.csv, val: b.csv}'")
+    p.add_argument("--backbone", default=None, help="e.g. timm:resnet18, tv:resnet18, smp:resnet34, hf:path/to/model")
+    p.add_argument("--pretrained", default=None, help="true (library weights), false (random init), or a weights file")
+    p.add_argument("--output-dir", default=None, help="where the run is written (default runs/<task>-<time>)")
+    p.add_argument("--config", default=None, help="YAML file of options; flags and key=value overrides win over it")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. epochs=5 lr=3e-4 freeze=top-2")
 
 
-def _parse_data(text: str):
+def _parse_data(text: str | None):
     """`--data` is a path, or inline YAML for a dict of splits: '{train: a.csv, val: b.csv}'."""
-    if text.strip().startswith("{"):
+    if text is not None and text.strip().startswith("{"):
         import yaml
 
-        return yaml.safe_load(text)
+        from .errors import ConfigError
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--data {text!r} is not a valid YAML mapping: {e}") from None
     return text
 
 
-def _options(args) -> dict:
+def _run_options(args) -> dict[str, Any]:
     from .config import parse_override
 
-    return dict(parse_override(o) for o in args.overrides)
+    options = dict(parse_override(o) for o in args.overrides)
+    for flag, key in (("backbone", "backbone"), ("output_dir", "output_dir"), ("pretrained", "pretrained")):
+        value = getattr(args, flag)
+        if value is not None:
+            options[key] = parse_override(f"{key}={value}")[1] if key == "pretrained" else value
+    return options
 
 
-def _print_metrics(result) -> None:
-    print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics}, indent=2, default=float))
+def _engine_epilog(
+    title: str = "engine options (key=value; the task's own options: `transferkit options TASK`):",
+) -> str:
+    from .config import FinetuneConfig, field_docs
+
+    docs = field_docs(FinetuneConfig)
+    lines = [title]
+    for f in FinetuneConfig.__dataclass_fields__.values():
+        default = f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
+        lines.append(f"  {f.name}={_show(default)}  {docs.get(f.name, '')}")
+    return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list, tuple, bool)) or value is None else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="transferkit", description="Fine-tune pretrained models on your data.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="offline transfer-learning demo on real handwritten digits (~2 min on CPU)")
+    demo = sub.add_parser("demo", help="offline transfer-learning demo on real handwritten digits (~3 min on CPU)")
     demo.add_argument("--output-dir", default=None, help="keep the demo's runs here (default: a temp folder)")
     demo.add_argument("--quick", action="store_true", help="fewer epochs, for smoke tests")
 
-    _add_run_args(sub.add_parser("finetune", help="fine-tune a backbone on labelled data"))
-    _add_run_args(sub.add_parser("pretrain", help="self-supervised pretraining (masked-lm)"))
+    fmt = argparse.RawDescriptionHelpFormatter
+    for name, text in (("finetune", "fine-tune a backbone on labelled data"), ("pretrain", "masked-LM pretraining")):
+        _add_run_args(sub.add_parser(name, help=text, epilog=_engine_epilog(), formatter_class=fmt))
 
     ev = sub.add_parser("evaluate", help="evaluate a finished run on labelled data")
-    ev.add_argument("run_dir")
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("run_dir", help="the output folder of a finished run")
+    ev.add_argument("--data", required=True, help="labelled data in the run's format (a folder with test/ uses it)")
+    ev.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
+    ev.add_argument("--output", default=None, help="also write the metrics to this JSON file")
 
     pr = sub.add_parser("predict", help="predict with a finished run")
-    pr.add_argument("run_dir")
-    pr.add_argument("inputs", nargs="+", help="image paths, or texts for text tasks")
+    pr.add_argument("run_dir", help="the output folder of a finished run")
+    pr.add_argument("inputs", nargs="+", help="image files or folders (images), or texts for text tasks")
+    pr.add_argument("--output", default=None, help="write predictions to this JSON file (masks as PNGs beside it)")
     pr.add_argument("--top", type=int, default=3, help="how many class probabilities to print")
+    pr.add_argument("--batch-size", type=int, default=32, help="inference batch size")
 
-    lb = sub.add_parser("list-backbones", help="backbones the installed libraries offer")
+    rp = sub.add_parser("report", help="(re)write report.html for a run folder")
+    rp.add_argument("run_dir", help="the output folder of a run")
+
+    ls = sub.add_parser("list", help="list tasks, backbones or heads")
+    ls.add_argument("what", choices=("tasks", "backbones", "heads"), help="what to list")
+    ls.add_argument("--task", default=None, help="only those serving this task, e.g. semantic-segmentation")
+    ls.add_argument("--pattern", default=None, help="glob on the name, e.g. 'resnet*'")
+    ls.add_argument("--source", default=None, help="backbone source: timm, tv, smp, hf, hf-config")
+
+    # the pre-"list" spellings keep working
+    lb = sub.add_parser("list-backbones", help="same as `list backbones`")
     lb.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'resnet*'")
-    lb.add_argument("--task", default=None)
-    lb.add_argument("--source", default=None, help="timm, tv, hf, hf-config")
+    lb.add_argument("--task", default=None, help="only backbones serving this task")
+    lb.add_argument("--source", default=None, help="timm, tv, smp, hf, hf-config")
+    sub.add_parser("list-tasks", help="same as `list tasks`")
 
-    sub.add_parser("list-tasks", help="task names")
+    op = sub.add_parser("options", help="every option of a task (engine + task) with its default and meaning")
+    op.add_argument("task", help="task name, see `transferkit list tasks`")
 
-    # key=value overrides may come after options (argparse would take them for the task positional's neighbours)
+    rk = sub.add_parser("rank", help="rank candidate backbones for your data before fine-tuning", add_help=False)
+    rk.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    debug = bool(argv) and argv[0] == "--debug"
+    if argv[int(debug) : int(debug) + 1] == ["rank"]:  # `rank` parses its own arguments
+        return _guard(lambda: _rank(argv[int(debug) + 1 :]), debug)
+    # key=value overrides may come before or after the flags
     args, extra = parser.parse_known_args(argv)
     if args.command in ("finetune", "pretrain"):
+        if args.task is not None and "=" in args.task:  # `finetune --config c.yaml epochs=2`: no task given
+            args.overrides.insert(0, args.task)
+            args.task = None
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return _guard(lambda: _dispatch(args), args.debug)
+
+
+def _guard(fn, debug: bool) -> int:
     try:
-        return _dispatch(args)
+        return fn()
     except TransferkitError as e:
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted; resume with resume=true", file=sys.stderr)
+        print("interrupted; continue the run with resume=true", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `transferkit list backbones | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _rank(argv: list[str]) -> int:
+    from .ranking.cli import rank_cli
+
+    return rank_cli(argv)
 
 
 def _dispatch(args) -> int:
@@ -92,27 +179,121 @@ def _dispatch(args) -> int:
         run_demo(output_dir=args.output_dir, quick=args.quick)
     elif args.command in ("finetune", "pretrain"):
         fn = tk.finetune if args.command == "finetune" else tk.pretrain
-        kwargs = _options(args)
-        if args.backbone:
-            kwargs["backbone"] = args.backbone
-        result = fn(args.task, data=_parse_data(args.data), output_dir=args.output_dir, config=args.config, **kwargs)
-        _print_metrics(result)
+        result = fn(args.task, data=_parse_data(args.data), config=args.config, **_run_options(args))
+        print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics}, indent=2, default=float))
     elif args.command == "evaluate":
-        print(json.dumps(tk.evaluate(args.run_dir, data=_parse_data(args.data), batch_size=args.batch_size), indent=2))
+        metrics = tk.evaluate(args.run_dir, data=_parse_data(args.data), batch_size=args.batch_size)
+        text = json.dumps(metrics, indent=2)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        print(text)
     elif args.command == "predict":
-        for inp, out in zip(args.inputs, tk.load(args.run_dir).predict(args.inputs)):
-            if "probs" in out:
-                top = sorted(out["probs"].items(), key=lambda kv: -kv[1])[: args.top]
-                print(f"{inp}\t{out['label']}\t{out['score']:.3f}\t" + " ".join(f"{k}={v:.3f}" for k, v in top))
-            else:
-                print(f"{inp}\t{json.dumps({k: v for k, v in out.items() if k != 'mask'}, default=str)}")
-    elif args.command == "list-backbones":
-        for name in tk.list_backbones(args.pattern, task=args.task, source=args.source):
-            print(name)
-    elif args.command == "list-tasks":
-        for name in tk.list_tasks():
-            print(name)
+        _predict(tk, args)
+    elif args.command == "report":
+        from .report import render_report
+
+        print(render_report(args.run_dir))
+    elif args.command in ("list", "list-backbones", "list-tasks"):
+        what = {"list-backbones": "backbones", "list-tasks": "tasks"}.get(args.command, getattr(args, "what", None))
+        _list(tk, what, args)
+    elif args.command == "options":
+        _options(args.task)
     return 0
+
+
+def _list(tk, what: str, args) -> None:
+    from .errors import UnknownNameError
+
+    task = getattr(args, "task", None)
+    pattern = getattr(args, "pattern", None)
+    if task is not None and task not in tk.list_tasks():
+        from .registry import unknown_name_message
+
+        raise UnknownNameError(unknown_name_message("task", task, tk.list_tasks()))
+    if what == "tasks":
+        names = tk.list_tasks()
+    elif what == "heads":
+        names = tk.list_heads(task=task)
+    else:
+        names = tk.list_backbones(pattern, task=task, source=getattr(args, "source", None))
+        if not names:
+            source = getattr(args, "source", None)
+            why = (
+                "hf: lists only models in the local Hugging Face cache (any local folder works as hf:<folder>)"
+                if source == "hf"
+                else f"no backbone matches pattern {pattern!r}" + (f" for task {task!r}" if task else "")
+            )
+            print(f"(nothing to list: {why})", file=sys.stderr)
+    for name in names:
+        print(name)
+
+
+def _options(task_name: str) -> None:
+    from .config import field_docs
+    from .tasks import get_task
+
+    task_cls = get_task(task_name)
+    print(_engine_epilog(f"engine options (key=value) for {task_name}:"))
+    if task_cls.defaults:
+        changed = ", ".join(f"{k}={_show(v)}" for k, v in task_cls.defaults.items())
+        print(f"  ({task_name} changes the defaults: {changed})")
+    if task_cls.Options is not None:
+        docs = field_docs(task_cls.Options)
+        print(f"\n{task_name} options:")
+        for f in task_cls.Options.__dataclass_fields__.values():
+            default = f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
+            print(f"  {f.name}={_show(default)}  {docs.get(f.name, '')}")
+
+
+def _predict(tk, args) -> None:
+    predictor = tk.load(args.run_dir)
+    from .api import _expand_inputs
+
+    inputs = _expand_inputs(args.inputs if predictor.task.modality == "image" else list(args.inputs))
+    outputs = predictor.predict(inputs, batch_size=args.batch_size)
+    if args.output:
+        _write_predictions(Path(args.output), inputs, outputs)
+        print(f"wrote {len(outputs)} prediction(s) to {args.output}")
+        return
+    for inp, out in zip(inputs, outputs):
+        if "probs" in out:
+            top = sorted(out["probs"].items(), key=lambda kv: -kv[1])[: args.top]
+            print(f"{inp}\t{out['label']}\t{out['score']:.3f}\t" + " ".join(f"{k}={v:.3f}" for k, v in top))
+        elif "mask" in out:
+            import numpy as np
+
+            classes, counts = np.unique(out["mask"], return_counts=True)
+            share = ", ".join(f"{c}: {n / out['mask'].size:.1%}" for c, n in zip(classes.tolist(), counts.tolist()))
+            print(f"{inp}\tmask {out['mask'].shape[1]}x{out['mask'].shape[0]}\t{share}")
+        else:
+            print(f"{inp}\t{json.dumps(out, default=str)}")
+
+
+def _write_predictions(path: Path, inputs: list[Any], outputs: list[dict[str, Any]]) -> None:
+    """JSON of the predictions; segmentation masks go to PNG files in a folder beside it (named in the JSON)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (inp, out) in enumerate(zip(inputs, outputs)):
+        row: dict[str, Any] = {"input": str(inp) if not isinstance(inp, (str, Path)) else str(inp)}
+        for key, value in out.items():
+            if key == "mask":
+                from PIL import Image
+
+                folder = path.with_name(path.stem + "_masks")
+                folder.mkdir(exist_ok=True)
+                stem = Path(str(inp)).stem if isinstance(inp, (str, Path)) else f"input{i}"
+                mask_file = folder / f"{i:04d}_{stem}.png"
+                arr = np.asarray(value)
+                Image.fromarray(arr.astype(np.uint8 if arr.max(initial=0) < 256 else np.uint16)).save(mask_file)
+                row["mask"] = str(mask_file)
+            elif isinstance(value, np.ndarray):
+                row[key] = value.tolist()
+            else:
+                row[key] = value
+        rows.append(row)
+    path.write_text(json.dumps(rows, indent=1, default=str))
 
 
 if __name__ == "__main__":

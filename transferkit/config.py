@@ -81,6 +81,7 @@ class FinetuneConfig:
     monitor: str | None = None  # metric that picks the best epoch (and that early stopping watches)
     restore_best: bool = True  # restore the best epoch's weights at the end
     val_fraction: float = 0.1  # share of the training data held out when no val split is given
+    compare: tuple[str, ...] = ()  # also train "scratch" (random init) and/or "probe" (frozen backbone) for contrast
     ema: float | None = None  # e.g. 0.999: keep an exponential moving average of the weights and evaluate it
     average_top_k: int | None = None  # average the weights of the k best epochs at the end (kept if better)
     # machinery
@@ -135,6 +136,8 @@ class FinetuneConfig:
                 self.device,
                 "'cpu', 'cuda' or 'cuda:N'",
             )
+        unknown = [c for c in self.compare if c not in ("scratch", "probe")]
+        _check(not unknown, "compare", self.compare, "a list of 'scratch' and/or 'probe'")
         resolve_freeze(self.freeze, self.unfreeze_epoch)  # one vocabulary: the engine's own parser
         self.early_stopping_config  # noqa: B018 - validates the early_stopping value
 

@@ -14,8 +14,16 @@ from ..errors import ConfigError
 
 LOCK_FILE = ".transferkit.lock"
 # What a run leaves in its folder (removed by overwrite=True); anything else in the folder is the user's.
-RUN_FILES = ("transferkit.json", "model.safetensors", "history.csv", "report.html", "lr_find.json", "lr_find.png")
-RUN_DIRS = ("checkpoints", "backbone", "report")
+RUN_FILES = (
+    "transferkit.json",
+    "model.safetensors",
+    "history.csv",
+    "report.html",
+    "lr_find.json",
+    "lr_find.png",
+    "lr_schedule.csv",
+)
+RUN_DIRS = ("checkpoints", "backbone", "report", "compare")
 
 
 class RunLock:

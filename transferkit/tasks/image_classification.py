@@ -88,8 +88,8 @@ class ImageClassificationTask(Task):
 
     def describe_data(self, raw: Any) -> dict[str, Any]:
         sizes = {name: len(src) for name, src in raw.splits.items()}
-        carved = " (carved from train)" if raw.val_from_train else ""
-        return {"splits": sizes, "classes": len(self.labels), "note": f"val{carved}" if carved else ""}
+        note = "val carved from train" if raw.val_from_train else ""
+        return {"splits": sizes, "classes": len(self.labels), "note": note}
 
     # --- phase 2: model -----------------------------------------------------------------------------------
     def build_model(self, raw: Any = None) -> nn.Module:
