@@ -50,6 +50,21 @@ def shard_loader(loader: DataLoader, rank: int, world: int) -> DataLoader:
     )
 
 
+def broadcast_buffers(model: nn.Module) -> None:
+    """Gives every process the main process's buffers (BatchNorm running statistics).
+
+    DDP copies buffers from the main process at the start of each training forward, so after the last step every
+    process holds statistics updated by its own last batch: evaluating with them would score each shard with a
+    slightly different model than the one that is saved.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     if device.type == "cpu":
         return batch
@@ -77,6 +92,8 @@ def evaluate(
     """
     device = accelerator.device
     world, rank = accelerator.num_processes, accelerator.process_index
+    if world > 1:
+        broadcast_buffers(model)
     sharded = shard_loader(loader, rank, world)
     autocast = accelerator.autocast if mixed_precision != "no" else contextlib.nullcontext
     was_training = model.training

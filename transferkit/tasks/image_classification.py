@@ -45,6 +45,7 @@ class ImageClassificationOptions:
     max_image_pixels: int | None = MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
+        check_image_size(self.image_size)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing!r} is invalid; expected a fraction in [0, 1).")
 
@@ -214,17 +215,27 @@ def resolved_data_config(backbone_config: dict[str, Any], image_size: Any) -> di
         "crop_pct": 0.875,
     }
     cfg.update({k: v for k, v in (backbone_config or {}).items() if v is not None})
-    if image_size is not None:
-        if isinstance(image_size, int) and not isinstance(image_size, bool) and image_size > 0:
-            size = (image_size, image_size)
-        elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 and all(int(s) > 0 for s in image_size):
-            size = tuple(int(s) for s in image_size)
-        else:
-            raise ConfigError(f"image_size={image_size!r} must be a positive int or (height, width).")
+    size = check_image_size(image_size)
+    if size is not None:
         cfg["input_size"] = (3, *size)
     if "input_size" not in cfg or len(cfg["input_size"]) != 3:
         raise ConfigError(f"The backbone's data config has no image input size ({cfg.get('input_size')!r}).")
     return cfg
+
+
+def check_image_size(image_size: Any) -> tuple[int, int] | None:
+    """(height, width) from an int or a pair; None stays None; anything else is a ConfigError."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, int) and not isinstance(image_size, bool) and image_size > 0:
+        return (image_size, image_size)
+    if (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_size)
+    ):
+        return (int(image_size[0]), int(image_size[1]))
+    raise ConfigError(f"image_size={image_size!r} is invalid; expected a positive int or [height, width], e.g. 224.")
 
 
 def _jsonable(cfg: dict[str, Any] | None) -> dict[str, Any]:
