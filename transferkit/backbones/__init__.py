@@ -84,7 +84,13 @@ def list_backbones(pattern: str | None = None, task: str | None = None, source: 
     for prefix in BACKBONE_SOURCES.list(**({"tasks": task} if task else {})):
         if source is not None and prefix != source:
             continue
-        names += [f"{prefix}:{n}" for n in _adapter(prefix).list_names(pattern=pattern, source=prefix)]
+        try:
+            adapter = _adapter(prefix)
+        except ImportError as e:
+            if source is not None:  # asked for this source by name: say what is missing
+                raise ConfigError(f"Backbone source {prefix!r} needs a library that is not installed ({e}).") from None
+            continue  # listing everything: a source whose optional library is missing has nothing to offer
+        names += [f"{prefix}:{n}" for n in adapter.list_names(pattern=pattern, source=prefix)]
     return names
 
 
