@@ -118,19 +118,26 @@ class TensorTask(Task):
     monitor_mode = "min"
     current: dict = {}
 
-    def prepare_data(self, data) -> Splits:
+    def read_data(self, data):
         self.labels = [str(i) for i in range(10)]
-        return Splits(train=data, labels=self.labels)
+        return data
 
-    def build_model(self) -> nn.Module:
+    def build_datasets(self, raw) -> Splits:
+        return Splits(train=raw, labels=self.labels)
+
+    def build_model(self, raw=None) -> nn.Module:
         return TensorTask.current["model"]
 
-    def step(self, model, batch):
+    def train_step(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    def eval_step(self, model, batch):
         x, y = batch
         logits = model(x)
-        return F.cross_entropy(logits, y), (logits.argmax(1), y)
+        return F.cross_entropy(logits, y, reduction="none"), (logits.argmax(1), y)
 
-    def new_metrics(self):
+    def new_metrics(self, split="val"):
         return ClassificationMetrics(10)
 
 

@@ -189,7 +189,7 @@ def run_tk(data, tok_dir: str, epochs: int, out: str) -> dict:
         max_length=MAX_LENGTH,
         batch_size=BATCH,
         lr=LR,
-        backbone_lr_mult=1.0,
+        head_lr_mult=1.0,  # one rate for the whole model, as Trainer
         weight_decay=WD,
         warmup=WARMUP,
         schedule="linear",

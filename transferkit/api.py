@@ -288,6 +288,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
                     "epochs_run": len(outcome.history),
                     "timings": {k: round(v, 3) for k, v in outcome.timings.items()},
                     "resumed_from": str(trainer.resumed_from) if trainer.resumed_from else None,
+                    "frozen_batchnorm": trainer.frozen_batchnorm,
                 },
             )
             if not cfg.keep_resume_state:
@@ -499,7 +500,7 @@ def load(
         >>> predictor.predict(["cat.jpg"])  # doctest: +SKIP
     """
     from .artifacts import WEIGHTS_FILE, read_meta
-    from .engine.batchnorm import freeze_pretrained_batchnorm, resolve_policy
+    from .engine.batchnorm import freeze_pretrained_batchnorm
     from .engine.checkpoint import load_weights_into
     from .engine.optim import pretrained_groups
     from .tasks import get_task
@@ -530,9 +531,7 @@ def load(
             f"{Path(output_dir) / 'transferkit.json'} is damaged or of another format ({e})."
         ) from None
     model = task.build_model()
-    if resolve_policy(cfg.batchnorm, getattr(task, "batchnorm", "eval-when-frozen")) == "frozen" and getattr(
-        model, "is_pretrained", True
-    ):
+    if meta.get("frozen_batchnorm"):  # the run trained with FrozenBatchNorm2d in its pretrained layers
         freeze_pretrained_batchnorm(model, {n for g in pretrained_groups(model) for n in g})
     weights = Path(output_dir) / WEIGHTS_FILE
     if checkpoint == "best":

@@ -48,8 +48,9 @@ def freeze_pretrained_batchnorm(model: nn.Module, pretrained_names: set[str]) ->
 
 
 def set_batchnorm_modes(model: nn.Module, policy: str) -> None:
-    """After ``model.train()``: eval mode for norm layers of frozen pretrained layers, as the policy says."""
-    if policy != "eval-when-frozen":
+    """After ``model.train()``: eval mode for norm layers of frozen pretrained layers, unless the policy is "train"
+    (under "frozen" this covers the norm layers FrozenBatchNorm2d cannot replace, e.g. BatchNorm1d)."""
+    if policy == "train":
         return
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):

@@ -96,18 +96,28 @@ def make_accelerator(config: FinetuneConfig, find_unused_parameters: bool = Fals
         log_with = [log_with]
     # cpu=True on GPU-less machines lets accelerate see a torchrun/`accelerate launch` group as multi-CPU (gloo).
     cpu = device == "cpu" or not torch.cuda.is_available()
+    import warnings
+
     try:
-        return Accelerator(
-            mixed_precision=config.mixed_precision,
-            kwargs_handlers=handlers,
-            cpu=cpu,
-            log_with=list(log_with) if log_with else None,
-            project_dir=config.output_dir,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*no supported trackers are currently installed")
+            accelerator = Accelerator(
+                mixed_precision=config.mixed_precision,
+                kwargs_handlers=handlers,
+                cpu=cpu,
+                log_with=list(log_with) if log_with else None,
+                project_dir=config.output_dir,
+            )
     except (ImportError, ValueError) as e:
         if log_with:
             raise ConfigError(f"log_with={config.log_with!r} cannot be used: {e}") from None
         raise
+    if log_with and len(accelerator.log_with) < len(log_with):
+        raise ConfigError(
+            f"log_with={config.log_with!r}: the tracker library is not installed (e.g. pip install tensorboard, "
+            "mlflow or wandb). history.csv is always written."
+        )
+    return accelerator
 
 
 def warn_single_process_launch() -> None:
@@ -149,8 +159,11 @@ class Trainer:
         self.ckpt_root = self.output_dir / "checkpoints" if self.output_dir else None
         self.strategy = resolve_freeze(config.freeze, config.unfreeze_epoch)
         self.bn_policy = resolve_policy(config.batchnorm, getattr(task, "batchnorm", "eval-when-frozen"))
+        self.frozen_batchnorm = 0
         if self.bn_policy == "frozen" and getattr(model, "is_pretrained", True):
-            freeze_pretrained_batchnorm(model, {n for g in pretrained_groups(model) for n in g})
+            self.frozen_batchnorm = freeze_pretrained_batchnorm(
+                model, {n for g in pretrained_groups(model) for n in g}
+            )
         self.plan = ParamGroupPlan(model, config if config.lr != "auto" else config.replace(lr=1.0))
         if self.plan.num_groups == 0 and not isinstance(self.strategy, NoFreeze):
             raise ConfigError(
@@ -328,6 +341,11 @@ class Trainer:
             self._log(f"Resumed from {resume_dir} (step {state.global_step}); continuing at {where}.")
             self.resumed_from = resume_dir
 
+        if cfg.log_with:
+            from ..artifacts import describe
+
+            values = {k: v for k, v in describe(vars(cfg)).items() if isinstance(v, (int, float, str, bool))}
+            acc.init_trackers(Path(cfg.output_dir or "transferkit").name, config=values)
         for cb in self.callbacks:
             cb.on_train_start(state, control)
         step_hooks = [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
