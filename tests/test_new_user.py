@@ -206,3 +206,9 @@ def test_finite_losses_after_a_clean_run(data_dir, tmp_path):
     r = tk.finetune("image-classification", data=str(data_dir), epochs=1, output_dir=str(tmp_path), quiet=True,
                     **FAST)  # fmt: skip
     assert all(math.isfinite(v) for v in r.history[0].values())
+
+
+def test_a_learning_rate_far_from_the_known_range_is_one_warning(bert_dir, tmp_path):
+    with pytest.warns(UserWarning, match=r"lr=0.01 is far from the rates that fine-tune pretrained text backbones"):
+        tk.finetune("text-classification", data=sentiment(40), backbone=f"hf:{bert_dir}", lr=1e-2, epochs=1,
+                    quiet=True, output_dir=str(tmp_path))  # fmt: skip

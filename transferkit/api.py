@@ -125,11 +125,44 @@ def finetune(
         raise ConfigError(
             f"finetune({task!r}) needs a backbone, e.g. backbone='timm:resnet18'; see tk.list_backbones()."
         )
+    warn_unusual_lr(task_cls, cfg)
     t0 = time.perf_counter()
     result = _run(task, task_cls, cfg, opts, data)
     if cfg.compare:
         _compare(task, task_cls, cfg, opts, data, result, time.perf_counter() - t0)
     return result
+
+
+# AdamW learning rates of pretrained weights known to work when fine-tuning (SGD: x10), per modality: ImageNet CNNs
+# and ViTs (timm's and torchvision's fine-tuning recipes, 1e-4..3e-3 with AdamW) and BERT-family encoders (the BERT
+# paper's 2e-5..5e-5; up to 2e-4 for small models). A rate more than ~10x outside gets a one-line warning.
+KNOWN_LR = {"image": (1e-4, 3e-3), "text": (1e-5, 2e-4)}
+
+
+def warn_unusual_lr(task_cls, cfg: FinetuneConfig) -> None:
+    """One line when the pretrained weights' or the new layers' rate is far outside what works for the family."""
+    import warnings
+
+    known = KNOWN_LR.get(getattr(task_cls, "modality", ""))
+    if known is None or not isinstance(cfg.lr, float) or cfg.pretrained is False:
+        return
+    scale = 10.0 if cfg.optimizer == "sgd" else 1.0
+    lo, hi = known[0] * scale, known[1] * scale
+    new = cfg.lr * cfg.head_lr_mult
+    if cfg.lr < lo / 10 or cfg.lr > hi * 10:
+        warnings.warn(
+            f"lr={cfg.lr:g} is far from the rates that fine-tune pretrained {task_cls.modality} backbones well with "
+            f"{cfg.optimizer} ({lo:g} to {hi:g}); lr is the pretrained weights' rate (new layers get lr * "
+            "head_lr_mult).",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif new > hi * 30:
+        warnings.warn(
+            f"The new layers train at lr * head_lr_mult = {new:g}, far above {hi:g}: lower head_lr_mult.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 COMPARE_METHODS = {

@@ -129,6 +129,7 @@ class MaskedLMTask(Task):
     }
     monitor = "val/perplexity"
     monitor_mode = "min"
+    modality = "text"
 
     def __init__(self, config: FinetuneConfig, options: MaskedLMOptions | None = None) -> None:
         super().__init__(config, options)

@@ -102,6 +102,7 @@ class TextClassificationTask(Task):
     monitor = "val/accuracy"
     monitor_mode = "max"
     default_head = "linear"
+    modality = "text"
 
     def __init__(self, config: FinetuneConfig, options: TextClassificationOptions | None = None) -> None:
         super().__init__(config, options)
