@@ -249,15 +249,7 @@ def collect(output_dir: Path, task: Any = None, outcome: Any = None, model: Any 
     data["hardware"] = attempt("Hardware facts", lambda: hardware(model))
     if task is not None:
         data["task"] = str(getattr(task, "name", "") or "")
-        cfg = getattr(task, "config", None)
-        stop = getattr(cfg, "early_stopping_config", None) if cfg is not None else None
-        monitor = getattr(cfg, "monitor", None) or getattr(stop, "monitor", None) or getattr(task, "monitor", None)
-        if monitor:
-            from ..engine.callbacks import infer_mode
-
-            data["monitor"] = monitor
-            same = monitor == getattr(task, "monitor", None)
-            data["monitor_mode"] = getattr(task, "monitor_mode", None) if same else infer_mode(monitor)
+        data.update(attempt("The monitored metric", lambda: _monitor(task)) or {})
     if outcome is not None:
         data["lr_trace"] = jsonable(list(getattr(outcome, "lr_trace", []) or []))
         data.update(attempt("Evaluation matrices", lambda: ex.evaluation_material(outcome)) or {})
@@ -271,6 +263,19 @@ def collect(output_dir: Path, task: Any = None, outcome: Any = None, model: Any 
             if found:
                 data["examples"] = jsonable(found)
     return data
+
+
+def _monitor(task: Any) -> dict[str, str]:
+    """The metric that picked the best epoch, resolved as the engine does (config, early stopping, the task's)."""
+    from ..engine.callbacks import infer_mode
+
+    cfg = getattr(task, "config", None)
+    stop = cfg.early_stopping_config if cfg is not None else None
+    monitor = getattr(cfg, "monitor", None) or getattr(stop, "monitor", None) or getattr(task, "monitor", None)
+    if not monitor:
+        return {}
+    same = monitor == getattr(task, "monitor", None)
+    return {"monitor": monitor, "monitor_mode": getattr(task, "monitor_mode", None) if same else infer_mode(monitor)}
 
 
 def _examples(task: Any, outcome: Any, model: Any, splits: Any, data: dict, folder: Path) -> dict | None:

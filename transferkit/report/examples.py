@@ -472,6 +472,10 @@ def detection_examples(
     picks = [with_boxes[i] for i in _spread(len(with_boxes), k)] if with_boxes else _spread(len(paths), k)
     results = predict(task, model, [paths[i] for i in picks], 4)
     names = [str(n) for n in class_names]
+    if gt_labels is not None and names and names[0].lower() in ("background", "__background__"):
+        top = max((int(np.max(lab)) for lab in gt_labels if len(lab)), default=0)
+        if top == len(names) - 1:  # names include the background at index 0: label i is names[i]
+            names = names[1:]
     for n, (i, res) in enumerate(zip(picks, results)):
         from ..data.imageio import load_image
 
