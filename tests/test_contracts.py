@@ -23,7 +23,9 @@ from transferkit.engine.optim import ParamGroupPlan
 from transferkit.errors import ConfigError
 
 ROOT = Path(tk.__file__).parent
-FAST = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, quiet=True, lr=3e-3)
+FAST = dict(
+    backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, quiet=True, lr=3e-3, report=False
+)
 
 
 @pytest.fixture(scope="module")

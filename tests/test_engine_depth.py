@@ -17,7 +17,9 @@ from transferkit.engine.loop import Trainer
 from transferkit.engine.schedules import Schedule, lr_multiplier
 from transferkit.errors import ConfigError
 
-FAST = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, lr=3e-3, quiet=True)
+FAST = dict(
+    backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, lr=3e-3, quiet=True, report=False
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import transferkit as tk
 from transferkit.cli import main
 from transferkit.errors import ConfigError, DataError, UnknownNameError
 
-FAST = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, lr=3e-3)
+FAST = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, batch_size=8, lr=3e-3, report=False)
 
 
 @pytest.fixture(scope="module")

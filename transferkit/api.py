@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = (
     "save_checkpoints",
     "average_top_k",
     "compare",
+    "report",
 )
 
 
@@ -201,7 +202,8 @@ def _compare(
         try:
             from .report import render_report
 
-            render_report(out)
+            if cfg.report:
+                render_report(out)
         except Exception as e:  # noqa: BLE001 - the runs are saved; a figure must not fail them
             import warnings
 
@@ -326,7 +328,8 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
             )
             if not cfg.keep_resume_state:
                 _drop_resume_state(out)
-            _report(out, task, outcome, model, splits)
+            if cfg.report:
+                _report(out, task, outcome, model, splits)
             _closing_lines(out, outcome, best_epoch, cfg, log)
         accelerator.wait_for_everyone()
     except BaseException as e:

@@ -98,6 +98,7 @@ class FinetuneConfig:
     nonfinite: str = "error"  # a NaN/inf loss or gradient: "error" stops the run, "skip" skips the step
     log_with: Any = None  # accelerate trackers, e.g. "tensorboard", "mlflow", "wandb" (history.csv always)
     quiet: bool = False  # no progress output
+    report: bool = True  # write report.html (and its figures) at the end of the run
     callbacks: tuple[Any, ...] = ()  # Callback objects
 
     def __post_init__(self) -> None:
