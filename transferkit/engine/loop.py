@@ -126,6 +126,45 @@ def warn_single_process_launch() -> None:
         )
 
 
+class TrainShard(torch.utils.data.Sampler):
+    """This process's share of another batch sampler's batches: ``rank, rank + world, ...``, every process the same
+    number (the last ones padded with batches from the start of the epoch, as accelerate's ``even_batches`` does).
+
+    The engine shards the training data itself rather than through accelerate's ``DataLoaderShard``, which loads
+    one batch ahead: the augmentation of batch k+1 would draw from the global generators before step k ran, and a
+    resume from a checkpoint after step k could not replay that order."""
+
+    def __init__(self, batch_sampler: Any, rank: int, world: int) -> None:
+        self.batch_sampler, self.rank, self.world = batch_sampler, rank, world
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batch_sampler) / self.world)
+
+    def __iter__(self):
+        batches = list(self.batch_sampler)  # indices only: drawn from the sampler's own generator, as before
+        for j in range(len(self)):
+            i = j * self.world + self.rank
+            yield batches[i % len(batches)]
+
+
+def shard_train_loader(loader, rank: int, world: int):
+    """The same loader (dataset, collation, workers, seeded generator) over this process's `TrainShard`."""
+    from torch.utils.data import DataLoader
+
+    if getattr(loader, "batch_sampler", None) is None:
+        raise ConfigError("Training on several processes needs a map-style dataset (a DataLoader with batches).")
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=TrainShard(loader.batch_sampler, rank, world),
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,  # the one the sampler draws from, reseeded each epoch by `_reseed`
+    )
+
+
 def _reseed(loader, seed: int, epoch: int) -> None:
     """Shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted one."""
     if hasattr(loader, "set_epoch"):
@@ -171,7 +210,7 @@ class Trainer:
         )
         self.distributed = self.accelerator.num_processes > 1
         self.device = self.accelerator.device
-        self.move_batches = self.device.type != "cpu" and not self.distributed
+        self.move_batches = self.device.type != "cpu"  # the training loader is never accelerate's (it moves itself)
         self.model = model
         es = config.early_stopping_config
         self.monitor = config.monitor or (es.monitor if es else None) or task.monitor
@@ -353,10 +392,9 @@ class Trainer:
         if not groups:
             raise ConfigError("Nothing to train: every parameter is frozen (the head has no parameters?).")
         optimizer = build_optimizer(groups, cfg)
+        self.model, optimizer = acc.prepare(self.model, optimizer)
         if self.distributed:
-            self.model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
-        else:
-            self.model, optimizer = acc.prepare(self.model, optimizer)
+            train_loader = shard_train_loader(train_loader, acc.process_index, acc.num_processes)
         if self.strategy.changes_during_training and self.distributed:
             self.plan.set_trainable(n_top)
         inner_opt = getattr(optimizer, "optimizer", optimizer)
