@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,26 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _as_os_error(error: Exception, path: Path) -> Exception:
+    """safetensors reports a failed write (a full disk, a file size limit) as ``SafetensorError("... I/O error: No
+    space left on device (os error 28)")``: the OSError it stands for, so callers handle every failed write alike."""
+    found = re.search(r"os error (\d+)", str(error))
+    if type(error).__name__ == "SafetensorError" and found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return error
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    except Exception as e:
+        raise _as_os_error(e, path) from None
+    fsync_file(path)
+
+
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Writes a model's weights as safetensors, atomically (tied/shared tensors handled by `save_model`)."""
     from safetensors.torch import save_model
@@ -103,7 +124,11 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp))
+    try:
+        save_model(model, str(tmp))
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise _as_os_error(e, path) from None
     fsync_file(tmp)
     tmp.replace(path)
 
@@ -265,11 +290,7 @@ class CheckpointWriter:
         return self
 
     def tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        path = self.tmp / name
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-        fsync_file(path)
+        save_safetensors(tensors, self.tmp / name)
 
     def json(self, name: str, data: Any) -> None:
         write_json(self.tmp / name, data)
