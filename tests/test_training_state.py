@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -202,7 +203,8 @@ def test_no_pickle_on_any_load_path(image_data, tmp_path):
         plant(folder / name, payload)
         if name != ckpt.MANIFEST:
             reseal(folder)
-        for resume in (True, str(folder), str(out)):
+        variants = (True, str(folder), str(out)) if name in (ckpt.STATE, "model.safetensors") else (True,)
+        for resume in variants:
             with pytest.raises(TransferkitError) as info:
                 finetune(image_data, out, resume=resume)
             assert not marker.exists(), f"unpickled {name} (resume={resume!r})"
@@ -491,6 +493,8 @@ def test_resume_refuses_other_options_before_touching_files(image_data, tmp_path
         ({"freeze": "backbone"}, "freeze"),
         ({"image_size": 40}, "image_size"),
         ({"batch_size": 8}, "batch_size"),
+        ({"head": "mlp"}, "head"),
+        ({"train_transforms": "default"}, "train_transforms"),
     ):
         with pytest.raises(ConfigError, match=rf"not the run in .*{name}") as info:
             finetune(image_data, out, resume=True, **change)
@@ -500,6 +504,11 @@ def test_resume_refuses_other_options_before_touching_files(image_data, tmp_path
                    "val": str(make_images(tmp_path / "two-val", 3, 1, names=("red", "green")))}  # fmt: skip
     with pytest.raises(ConfigError, match="not the run in .*labels"):
         finetune(two_classes, out, resume=True)
+    more = tmp_path / "more"  # the same classes, one more image: other data
+    shutil.copytree(image_data["train"], more)
+    shutil.copyfile(more / "red" / "0.png", more / "red" / "extra.png")
+    with pytest.raises(ConfigError, match="not the run in .*data"):
+        finetune({"train": str(more), "val": image_data["val"]}, out, resume=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
@@ -626,7 +635,54 @@ def test_sigkill_anywhere_resumes_bit_identical_text(text_setup, tmp_path, kill)
 # --- two runs, one folder -----------------------------------------------------------------------------------------
 
 
-def test_a_second_run_in_an_active_folder_names_the_first_ones_pid(image_data, tmp_path):
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from transferkit.engine.rundir import RunLock
+lock = RunLock(Path(sys.argv[1])).acquire()
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_second_run_gets_an_error_naming_the_active_runs_pid(image_data, tmp_path):
+    # a run holds the lock of its folder: a second run started from inside it is refused, naming this process
+    out = tmp_path / "run"
+    refusals = []
+
+    class SecondRun(Callback):
+        def on_train_start(self, state, control):
+            for kwargs in ({"resume": True}, {"overwrite": True}, {}):
+                with pytest.raises(ConfigError, match=rf"in use by a run that is still active \(pid {os.getpid()}\b"):
+                    finetune(image_data, out, epochs=1, **kwargs)
+                refusals.append(kwargs)
+
+    finetune(image_data, out, epochs=1, callbacks=(SecondRun(),))
+    assert len(refusals) == 3 and meta(out)["status"] == "finished"
+    tk.load(out)
+
+    # another process holding the lock; killed (SIGKILL, as a run can be), it leaves a stale lock file that blocks
+    # nothing: the OS drops a flock with its process
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], env={**os.environ, **CHILD_ENV},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        with pytest.raises(ConfigError, match=rf"still active \(pid {holder.pid}\b"):
+            finetune(image_data, out, epochs=2, resume=True)
+        with pytest.raises(ConfigError, match=rf"still active \(pid {holder.pid}\b"):
+            finetune(image_data, out, epochs=1, overwrite=True)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert (out / ".transferkit.lock").exists()
+    finetune(image_data, out, epochs=2, resume=True)
+    assert meta(out)["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_two_real_runs_in_one_folder(image_data, tmp_path):
     out = tmp_path / "run"
     first = run_script(tmp_path, image_data, out, kill="wait", options={**IMAGE_OPTS, "epochs": 1}, wait=False)
     try:
@@ -636,9 +692,9 @@ def test_a_second_run_in_an_active_folder_names_the_first_ones_pid(image_data, t
             time.sleep(0.1)
         assert started.exists(), first.communicate()[1][-2000:]
         before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-        for kwargs in ({"resume": True}, {"overwrite": True}, {}):
-            with pytest.raises(ConfigError, match=rf"in use by a run that is still active \(pid {first.pid}\b"):
-                finetune(image_data, out, epochs=1, **kwargs)
+        second = run_script(tmp_path, image_data, out, options={**IMAGE_OPTS, "epochs": 1, "overwrite": True})
+        assert second.returncode == 1 and f"still active (pid {first.pid} " in second.stderr, second.stderr[-2000:]
+        assert "ConfigError" in second.stderr
         assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     finally:
         Path(str(out) + ".go").write_text("")
@@ -690,9 +746,11 @@ def test_a_huge_png_header_is_refused_before_decoding(image_data, tmp_path, monk
         finetune({"train": str(data), "val": image_data["val"]}, tmp_path / "a", epochs=1)
     with pytest.warns(UserWarning, match="1 unreadable"):
         finetune({"train": str(data), "val": image_data["val"]}, tmp_path / "b", epochs=1, skip_bad_files=True)
-    for path in (bomb, big):
-        with pytest.raises(DataError, match="max_image_pixels|decompression bomb"):
-            tk.load(tmp_path / "b").predict([str(path)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for path in (bomb, big):
+            with pytest.raises(DataError, match="max_image_pixels|decompression bomb"):
+                tk.load(tmp_path / "b").predict([str(path)])
 
 
 def test_a_file_that_fails_to_decode_after_the_header_check_is_skipped(image_data, tmp_path):
@@ -705,12 +763,23 @@ def test_a_file_that_fails_to_decode_after_the_header_check_is_skipped(image_dat
     start = good.index(b"IDAT") + 4
     broken = good[:start] + bytes(b ^ 0x5A for b in good[start : start + 64]) + good[start + 64 :]
     (data / "red" / "broken.png").write_bytes(broken)
-    assert header_problem(str(data / "red" / "broken.png")) is None
+    # a JPEG whose Huffman table is damaged, its end-of-image marker intact (the up-front check reads only the ends)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(buf, "JPEG")
+    jpeg = bytearray(buf.getvalue())
+    at = jpeg.index(b"\xff\xc4") + 4
+    jpeg[at : at + 4] = b"\xff\xff\xff\xff"
+    (data / "green" / "broken.jpg").write_bytes(bytes(jpeg))
+    for name in ("red/broken.png", "green/broken.jpg"):
+        assert header_problem(str(data / name)) is None, name
     splits = {"train": str(data), "val": image_data["val"]}
-    with pytest.raises(DataError, match=r"broken\.png"):
+    with pytest.raises(DataError, match=r"broken\.(png|jpg)"):
         finetune(splits, tmp_path / "a", epochs=1)
-    with pytest.warns(UserWarning, match=r"broken\.png"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = finetune(splits, tmp_path / "b", epochs=2, skip_bad_files=True)
+    skipped = [str(w.message) for w in caught if "skip_bad_files" in str(w.message)]
+    assert any("broken.png" in m for m in skipped) and any("broken.jpg" in m for m in skipped), skipped
     assert meta(tmp_path / "b")["status"] == "finished" and len(result.history) == 2
 
 
@@ -851,6 +920,40 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_good_one(image_dat
     assert meta(out)["status"] == "failed"
     monkeypatch.undo()
     finetune(image_data, out, resume=True)  # and the run can go on from it
+
+
+def test_a_full_disk_reported_by_safetensors_is_an_artifact_error(image_data, tmp_path, monkeypatch):
+    # safetensors raises its own SafetensorError for a failed write ("I/O error: ... (os error 28)"), not OSError
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    out = tmp_path / "run"
+    original = safetensors.torch.save_file
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        if "step-000000010" in str(filename) and "optimizer" in str(filename):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return original(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(ArtifactError, match=r"(?s)No space left on device.*step-000000008"):
+        finetune(image_data, out)
+    assert steps(out) == [8] and not list((out / "checkpoints").glob(ckpt.TMP_PREFIX + "*"))
+
+
+@pytest.mark.slow
+def test_a_real_write_failure_mid_run_is_an_artifact_error(image_data, tmp_path):
+    # a real OS-level failure: after step 9 the child may not write files over 1 MB (the model file is 1.5 MB)
+    out = tmp_path / "run"
+    proc = run_script(tmp_path, image_data, out, kill="fsize:9")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("transferkit.errors.ArtifactError") and "step-000000008" in last, last
+    assert "File too large" in last and str(out) in last
+    assert meta(out)["status"] == "failed" and steps(out) == [8]
+    assert not list((out / "checkpoints").glob(ckpt.TMP_PREFIX + "*"))
+    finetune(image_data, out, resume=True)
+    assert meta(out)["status"] == "finished"
 
 
 def test_a_full_disk_while_saving_the_final_model_is_an_artifact_error(image_data, tmp_path, monkeypatch):

@@ -10,7 +10,9 @@ Kill points (``"where:n"``), each an ``os.kill(os.getpid(), SIGKILL)``, the sign
 - ``best:E``: after the best weights of epoch E (1-based) are written, before their manifest;
 - ``epoch-end:E``: after epoch E's evaluation, before its checkpoint;
 - ``final``: after training, while the final model.safetensors is written.
-- ``wait``: not a kill: the run writes ``<out>.started`` when training starts and waits for ``<out>.go``.
+- ``wait``: not a kill: the run writes ``<out>.started`` when training starts and waits for ``<out>.go``;
+- ``fsize:N``: not a kill: after step N every file write beyond 1 MB fails (RLIMIT_FSIZE, a real OS-level
+  EFBIG, as a full disk gives ENOSPC).
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class KillAt(Callback):
     def on_step_end(self, state, control, loss) -> None:
         if self.where == "step" and state.global_step == self.n:
             die()
+        if self.where == "fsize" and state.global_step == self.n:
+            import resource
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of killing us
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
     def on_epoch_end(self, state, control, logs) -> None:
         if self.where == "epoch-end" and state.epoch + 1 == self.n:
@@ -137,7 +144,7 @@ def main() -> None:
     elif kill:
         where, _, n = kill.partition(":")
         n = int(n or 0)
-        if where in ("step", "epoch-end"):
+        if where in ("step", "epoch-end", "fsize"):
             callbacks.append(KillAt(where, n))
         else:
             install_kill(where, n, spec["out"])
