@@ -428,7 +428,16 @@ class Trainer:
             state.global_step = int(state_json["global_step"])
             state.history = list(state_json["history"])
             self.best.load_state_dict(state_json["best"])
-            leftover = load_callback_states(self.callbacks, state_json.get("callbacks", {}))
+            saved_callbacks = dict(state_json.get("callbacks", {}))
+            es = self.early_stopping
+            watched = state_json.get("early_stopping_watch")
+            if es is not None and watched and watched != [es.tracker.monitor, es.tracker.mode]:
+                # early_stopping may change on resume, but a best value of another metric means nothing here
+                saved_callbacks.pop(es.state_key, None)
+                self._log(
+                    f"Early stopping now watches {es.tracker.monitor} ({es.tracker.mode}): its count starts anew."
+                )
+            leftover = load_callback_states(self.callbacks, saved_callbacks)
             if leftover:
                 self._log(f"Note: no callback to restore the saved state of {', '.join(leftover)}.")
             topk = list(state_json.get("topk", []))
@@ -870,6 +879,11 @@ class Trainer:
                             "best_sha256": self._best_sha,
                             "schedule": ctx["schedule"].state_dict(),
                             "callbacks": callback_states(self.callbacks),
+                            "early_stopping_watch": (
+                                [self.early_stopping.tracker.monitor, self.early_stopping.tracker.mode]
+                                if self.early_stopping is not None
+                                else None
+                            ),
                             "topk": ctx["topk"],
                             "skipped_steps": ctx.get("skipped_steps", 0),
                             "ema_updates": self.ema.updates if self.ema is not None else 0,
