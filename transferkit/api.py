@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from .config import FinetuneConfig, coerce, resolve_options, split_known
-from .errors import ArtifactError, ConfigError, WeightsError
+from .errors import ArtifactError, ConfigError, TransferkitError, WeightsError
 
 # Options whose change on resume is allowed (they do not change what the run has learned so far).
 RESUMABLE_CHANGES = (
@@ -564,6 +564,8 @@ def load(
     except WeightsError as e:
         raise ArtifactError(f"The model of {output_dir} cannot be rebuilt from its files: {e}") from None
     except (KeyError, TypeError, AttributeError, ValueError) as e:
+        if head is not None and isinstance(e, TransferkitError):
+            raise  # the head passed here is at fault, not the folder
         raise ArtifactError(
             f"The model of {output_dir} cannot be rebuilt from {meta_file} ({type(e).__name__}: {e}); the folder is "
             "damaged or was written by another version of transferkit."
