@@ -536,6 +536,32 @@ def test_options_changed_on_resume_are_applied_and_recorded(image_data, tmp_path
     assert last_lr == pytest.approx(3e-3 * lr_multiplier(24, 24, 0, "cosine", {}, 6), rel=1e-4, abs=1e-9)
 
 
+def test_early_stopping_watching_another_metric_after_resume_starts_its_count_anew(tmp_path):
+    from toy import ToyOptions, ToyTask, make_data
+
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.loop import Trainer
+
+    class CrashAtEpoch3(Callback):
+        def on_epoch_start(self, state, control):
+            if state.epoch == 2:
+                raise KeyboardInterrupt
+
+    def trainer(**cfg):
+        config = FinetuneConfig(quiet=True, epochs=4, batch_size=16, **cfg)
+        task = ToyTask(config, ToyOptions(metric_sequence=(0.01, 0.02, 0.03, 0.04, 0.05)))  # below any loss
+        splits = task.prepare_data((make_data(96, seed=0), make_data(48, seed=1)))
+        return Trainer(task, task.build_model(), splits, config, tmp_path)
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer(early_stopping={"monitor": "val/accuracy", "patience": 3}, callbacks=(CrashAtEpoch3(),)).fit()
+    resumed = trainer(early_stopping={"monitor": "val/loss", "patience": 3}, resume=True)
+    outcome = resumed.fit()
+    tracker = resumed.early_stopping.tracker
+    # the best val/loss of the epochs it watched, never the saved best accuracy
+    assert tracker.best == min(row["val/loss"] for row in outcome.history[2:])
+
+
 # --- quiet changes results ----------------------------------------------------------------------------------------
 
 
