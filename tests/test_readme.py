@@ -23,7 +23,7 @@ def snippets() -> list[tuple[bool, str]]:
 def test_every_snippet_is_valid_python_and_the_illustrative_ones_say_why():
     blocks = snippets()
     assert len(blocks) >= 5
-    for illustrative, code in blocks:
+    for _illustrative, code in blocks:
         compile(code, "README.md", "exec")
     text = README.read_text()
     assert all("hub" in m.group(0) for m in re.finditer(r"<!-- illustrative[^>]*-->", text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from .config import FinetuneConfig, coerce, resolve_options, split_known
-from .errors import ArtifactError, ConfigError
+from .errors import ArtifactError, ConfigError, TransferkitError, WeightsError
 
 # Options whose change on resume is allowed (they do not change what the run has learned so far).
 RESUMABLE_CHANGES = (
@@ -273,14 +274,15 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
     is_main = accelerator.is_main_process
     lock = RunLock(out)
     previous = None
-    if is_main:
-        previous = prepare_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
-        lock.acquire()
-    accelerator.wait_for_everyone()
-    if not is_main:
-        previous = read_status(out) if cfg.resume else None
     started = False
     try:
+        if is_main:
+            # the lock first: a second run must not even look at (or, with overwrite=True, delete) an active run
+            lock.acquire()
+            previous = prepare_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
+        accelerator.wait_for_everyone()
+        if not is_main:
+            previous = read_status(out) if cfg.resume else None
         set_seed(cfg.seed)
         task = task_cls(cfg, opts)
         t0 = time.perf_counter()
@@ -291,12 +293,13 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         model = task.build_model(raw)
         splits = task.build_datasets(raw)
         t_data = time.perf_counter() - t0
+        trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator, fingerprint=fp)
+        trainer.prepare_resume()  # the checkpoint is whole and of this run, before transferkit.json is rewritten
         if is_main:
             _summary(task_name, cfg, task, raw, accelerator, out)
             write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), status="training",
                        fingerprint=fp)  # fmt: skip
         started = True
-        trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator)
         outcome = trainer.fit()
         outcome.timings["data"] = round(t_data, 3)
         model = trainer.model
@@ -332,6 +335,19 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
                 _report(out, task, outcome, model, splits)
             _closing_lines(out, outcome, best_epoch, cfg, log)
         accelerator.wait_for_everyone()
+    except OSError as e:
+        if e.errno not in _WRITE_ERRORS:
+            if is_main and started:
+                _mark_failed(out, e)
+            raise
+        error = ArtifactError(
+            f"Writing to {out} failed: {e.strerror or e} ({e.filename or 'a file'}). Free space there (or make it "
+            "writable), then continue with resume=True; the last good checkpoint is "
+            f"{_last_checkpoint(out) or 'none'}."
+        )
+        if is_main and started:
+            _mark_failed(out, error)
+        raise error from None
     except BaseException as e:
         if is_main and started:
             _mark_failed(out, e)
@@ -351,11 +367,26 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
     )
 
 
+# errno values of a write that failed for lack of space or permission (not the user's data)
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _last_checkpoint(out: Path) -> Path | None:
+    from .engine.checkpoint import latest_complete
+
+    return latest_complete(out / "checkpoints")[0]
+
+
 def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], cfg: FinetuneConfig) -> None:
     """Refuses to resume a different run (before any file is touched) and a finished one with nothing left to do."""
     from .engine.rundir import compare
 
     saved = previous.get("fingerprint")
+    if saved is not None and not isinstance(saved, dict):
+        raise ConfigError(
+            f"{out / 'transferkit.json'} is damaged (its resume fingerprint is not an object); the run cannot be "
+            "resumed safely. Pass overwrite=True to start again, or another output_dir."
+        )
     if saved is None:
         raise ConfigError(
             f"{out} holds a run written without a resume fingerprint (an older transferkit); it cannot be resumed "
@@ -559,14 +590,23 @@ def load(
     known.update(pretrained=False, output_dir=str(output_dir), callbacks=(), resume=False, overwrite=False)
     if isinstance(known.get("backbone"), str) and known["backbone"].startswith("<custom"):
         known["backbone"] = None
+    meta_file = Path(output_dir) / "transferkit.json"
     try:
         cfg = FinetuneConfig(**coerce(FinetuneConfig, known))
         task = task_cls.from_state(meta["task_state"], cfg)
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # ConfigError is a ValueError
+        raise ArtifactError(f"{meta_file} is damaged or of another format ({type(e).__name__}: {e}).") from None
+    try:
+        model = task.build_model()
+    except WeightsError as e:
+        raise ArtifactError(f"The model of {output_dir} cannot be rebuilt from its files: {e}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        if head is not None and isinstance(e, TransferkitError):
+            raise  # the head passed here is at fault, not the folder
         raise ArtifactError(
-            f"{Path(output_dir) / 'transferkit.json'} is damaged or of another format ({e})."
+            f"The model of {output_dir} cannot be rebuilt from {meta_file} ({type(e).__name__}: {e}); the folder is "
+            "damaged or was written by another version of transferkit."
         ) from None
-    model = task.build_model()
     if meta.get("frozen_batchnorm"):  # the run trained with FrozenBatchNorm2d in its pretrained layers
         freeze_pretrained_batchnorm(model, {n for g in pretrained_groups(model) for n in g})
     weights = Path(output_dir) / WEIGHTS_FILE

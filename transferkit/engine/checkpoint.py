@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,26 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _as_os_error(error: Exception, path: Path) -> Exception:
+    """safetensors reports a failed write (a full disk, a file size limit) as ``SafetensorError("... I/O error: No
+    space left on device (os error 28)")``: the OSError it stands for, so callers handle every failed write alike."""
+    found = re.search(r"os error (\d+)", str(error))
+    if type(error).__name__ == "SafetensorError" and found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code), str(path))
+    return error
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    except Exception as e:
+        raise _as_os_error(e, path) from None
+    fsync_file(path)
+
+
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Writes a model's weights as safetensors, atomically (tied/shared tensors handled by `save_model`)."""
     from safetensors.torch import save_model
@@ -103,7 +124,11 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp))
+    try:
+        save_model(model, str(tmp))
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise _as_os_error(e, path) from None
     fsync_file(tmp)
     tmp.replace(path)
 
@@ -128,6 +153,38 @@ def load_weights_into(model: nn.Module, path: str | Path) -> None:
         raise ArtifactError(
             f"{path} does not fit the model: missing keys {sorted(missing)[:5]} ({len(missing)}), "
             f"unexpected keys {sorted(unexpected)[:5]} ({len(unexpected)})."
+        )
+
+
+def check_fits(model: nn.Module, path: str | Path) -> None:
+    """Raises ArtifactError unless every tensor in the safetensors file `path` has a place of its shape in `model`.
+    Reads the file's header only (no tensor data), so a resume can refuse a foreign checkpoint before it starts."""
+    from safetensors import safe_open
+
+    from ..errors import ArtifactError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except Exception as e:  # SafetensorError: not a safetensors file, a truncated header
+        raise ArtifactError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e)[:200]}); the file is damaged."
+        ) from None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    unexpected = sorted(k for k in shapes if k not in own)
+    wrong = sorted(k for k in shapes if k in own and own[k] != shapes[k])
+    if unexpected or wrong:
+        example = (
+            f"{wrong[0]}: {list(shapes[wrong[0]])} in the file, {list(own[wrong[0]])} in the model"
+            if wrong
+            else f"{unexpected[0]} is not in the model"
+        )
+        raise ArtifactError(
+            f"{path} does not fit the model ({len(wrong)} tensor(s) of other shapes, {len(unexpected)} unknown; e.g. "
+            f"{example}). It was written for another model (backbone, head or number of classes)."
         )
 
 
@@ -233,11 +290,7 @@ class CheckpointWriter:
         return self
 
     def tensors(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        path = self.tmp / name
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
-        fsync_file(path)
+        save_safetensors(tensors, self.tmp / name)
 
     def json(self, name: str, data: Any) -> None:
         write_json(self.tmp / name, data)
@@ -248,6 +301,8 @@ class CheckpointWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.barrier()
         if exc_type is not None or not self.is_main:
+            if exc_type is not None and self.is_main:  # a failed write (a full disk...) leaves no half folder
+                shutil.rmtree(self.tmp, ignore_errors=True)
             self.barrier()
             return
         files = sorted(p.name for p in self.tmp.iterdir() if p.is_file() and not p.name.endswith(".tmp"))
@@ -256,10 +311,17 @@ class CheckpointWriter:
             {"files": {n: {"size": (self.tmp / n).stat().st_size, "sha256": sha256(self.tmp / n)} for n in files}},
         )
         fsync_dir(self.tmp)
-        if self.final.exists():  # the same step written again (a resumed run re-saving): replace it
-            shutil.rmtree(self.final)
+        old = None
+        if self.final.exists():  # the same step written again (a run stopped by max_steps mid-epoch): replace it
+            # renamed aside, not deleted, first: killed before the next rename, the complete temporary copy is the
+            # newest checkpoint (`latest_complete` takes it), and the old one is debris
+            old = self.root / f"{TMP_PREFIX}old-{self.final.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            self.final.replace(old)
         self.tmp.replace(self.final)
         fsync_dir(self.root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         self.barrier()
 
 
@@ -270,36 +332,85 @@ def verify(folder: Path) -> str | None:
         return "no manifest (the write did not finish)"
     try:
         files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        listed = {str(name): (int(info["size"]), str(info["sha256"])) for name, info in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "damaged manifest"
-    for name, info in files.items():
+    if not listed:
+        return "empty manifest"
+    for name, (size, digest) in listed.items():
         f = folder / name
-        if not f.is_file():
+        if "/" in name or "\\" in name or name.startswith(".") or not f.is_file():
             return f"{name} is missing"
-        if f.stat().st_size != info["size"]:
-            return f"{name} has {f.stat().st_size} bytes, the manifest says {info['size']}"
-        if sha256(f) != info["sha256"]:
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size} bytes, the manifest says {size}"
+        if sha256(f) != digest:
             return f"{name} does not match its checksum"
     return None
+
+
+def _step(name: str) -> int | None:
+    digits = name[len(PREFIX) :] if name.startswith(PREFIX) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def _looks_complete(folder: Path) -> bool:
+    """Manifest present and every file it lists there with its size (`verify` also checks the contents)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+        return all((folder / n).stat().st_size == info["size"] for n, info in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def list_checkpoints(root: Path) -> list[Path]:
     """Checkpoint folders under `root`, newest (highest step) first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]), reverse=True)
+    found = [p for p in root.iterdir() if p.is_dir() and _step(p.name) is not None]
+    return sorted(found, key=lambda p: _step(p.name), reverse=True)
 
 
 def latest_complete(root: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """The newest verified checkpoint under `root`, and the (folder, reason) of newer ones that failed."""
+    """The newest verified checkpoint under `root`, and the (folder, reason) of newer ones that failed.
+
+    A complete temporary copy (``.tmp-step-N`` with a matching manifest) counts too: a run killed after renaming
+    the old folder of the same step aside and before renaming the new one into place leaves only that copy. Call
+    `promote` on the result before using it.
+    """
+    if not root.is_dir():
+        return None, []
+    finals = {_step(p.name): p for p in list_checkpoints(root)}
+    copies = {}
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(TMP_PREFIX):
+            step = _step(p.name[len(TMP_PREFIX) :])
+            if step is not None:
+                copies[step] = p
     rejected = []
-    for folder in list_checkpoints(root):
-        problem = verify(folder)
-        if problem is None:
-            return folder, rejected
-        rejected.append((folder, problem))
+    for step in sorted(set(finals) | set(copies), reverse=True):
+        if step in finals:
+            problem = verify(finals[step])
+            if problem is None:
+                return finals[step], rejected
+        if step in copies and (copies[step] / MANIFEST).is_file() and verify(copies[step]) is None:
+            return copies[step], rejected
+        if step in finals:
+            rejected.append((finals[step], problem))
     return None, rejected
+
+
+def promote(folder: Path) -> Path:
+    """A complete temporary copy renamed into place (replacing a damaged folder of that step); others as they are."""
+    if not folder.name.startswith(TMP_PREFIX):
+        return folder
+    final = folder.with_name(folder.name[len(TMP_PREFIX) :])
+    if final.exists():
+        old = folder.with_name(f"{TMP_PREFIX}old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.replace(old)
+    folder.replace(final)
+    fsync_dir(final.parent)
+    return final
 
 
 def clean_debris(root: Path) -> list[Path]:
@@ -309,13 +420,24 @@ def clean_debris(root: Path) -> list[Path]:
         return removed
     for p in root.iterdir():
         if p.name.startswith(TMP_PREFIX) or p.name.endswith(".tmp"):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 
 
 def prune(root: Path, keep: int) -> None:
-    """Deletes all but the `keep` newest complete checkpoints (incomplete ones are left for `clean_debris`)."""
-    complete = [p for p in list_checkpoints(root) if (p / MANIFEST).is_file()]
-    for old in complete[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+    """Keeps the `keep` newest complete checkpoints and deletes every other step folder (older ones, and damaged
+    ones such as a folder half deleted by a killed prune). Each is renamed aside before it is deleted, so a kill
+    part-way through a delete leaves debris that `clean_debris` removes, never a half checkpoint."""
+    folders = list_checkpoints(root)
+    kept = [p for p in folders if _looks_complete(p)][:keep]
+    oldest_kept = _step(kept[-1].name) if kept else None
+    for old in folders:
+        if old in kept or oldest_kept is None or _step(old.name) > oldest_kept:
+            continue  # a damaged folder newer than the kept ones is left alone (the next write replaces it)
+        aside = old.with_name(f"{TMP_PREFIX}old-{old.name}")
+        try:
+            old.replace(aside)
+        except OSError:
+            continue
+        shutil.rmtree(aside, ignore_errors=True)

@@ -13,9 +13,11 @@ check).
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,11 @@ from .callbacks import (
     Callback,
     Control,
     EarlyStopping,
-    HistoryCSV,
     RunState,
     callback_states,
     format_logs,
     load_callback_states,
+    write_history,
 )
 from .evaluation import evaluate, to_device
 from .freezing import NoFreeze, resolve_freeze
@@ -134,6 +136,45 @@ def warn_single_process_launch() -> None:
         )
 
 
+class TrainShard(torch.utils.data.Sampler):
+    """This process's share of another batch sampler's batches: ``rank, rank + world, ...``, every process the same
+    number (the last ones padded with batches from the start of the epoch, as accelerate's ``even_batches`` does).
+
+    The engine shards the training data itself rather than through accelerate's ``DataLoaderShard``, which loads
+    one batch ahead: the augmentation of batch k+1 would draw from the global generators before step k ran, and a
+    resume from a checkpoint after step k could not replay that order."""
+
+    def __init__(self, batch_sampler: Any, rank: int, world: int) -> None:
+        self.batch_sampler, self.rank, self.world = batch_sampler, rank, world
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.batch_sampler) / self.world)
+
+    def __iter__(self):
+        batches = list(self.batch_sampler)  # indices only: drawn from the sampler's own generator, as before
+        for j in range(len(self)):
+            i = j * self.world + self.rank
+            yield batches[i % len(batches)]
+
+
+def shard_train_loader(loader, rank: int, world: int):
+    """The same loader (dataset, collation, workers, seeded generator) over this process's `TrainShard`."""
+    from torch.utils.data import DataLoader
+
+    if getattr(loader, "batch_sampler", None) is None:
+        raise ConfigError("Training on several processes needs a map-style dataset (a DataLoader with batches).")
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=TrainShard(loader.batch_sampler, rank, world),
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,  # the one the sampler draws from, reseeded each epoch by `_reseed`
+    )
+
+
 def _reseed(loader, seed: int, epoch: int) -> None:
     """Shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted one."""
     if hasattr(loader, "set_epoch"):
@@ -152,9 +193,17 @@ class Trainer:
     """
 
     def __init__(
-        self, task: Any, model: nn.Module, splits: Any, config: FinetuneConfig, output_dir, accelerator: Any = None
+        self,
+        task: Any,
+        model: nn.Module,
+        splits: Any,
+        config: FinetuneConfig,
+        output_dir,
+        accelerator: Any = None,
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
         self.task, self.splits, self.config = task, splits, config
+        self.fingerprint = fingerprint  # what makes this run this run; saved in every checkpoint, checked on resume
         self.output_dir = Path(output_dir) if output_dir else None
         self.ckpt_root = self.output_dir / "checkpoints" if self.output_dir else None
         self.strategy = resolve_freeze(config.freeze, config.unfreeze_epoch)
@@ -174,7 +223,7 @@ class Trainer:
         )
         self.distributed = self.accelerator.num_processes > 1
         self.device = self.accelerator.device
-        self.move_batches = self.device.type != "cpu" and not self.distributed
+        self.move_batches = self.device.type != "cpu"  # the training loader is never accelerate's (it moves itself)
         self.model = model
         es = config.early_stopping_config
         self.monitor = config.monitor or (es.monitor if es else None) or task.monitor
@@ -187,10 +236,10 @@ class Trainer:
             if self.early_stopping.tracker.monitor == self.monitor and es.mode is None:
                 self.early_stopping.tracker.mode = self.best.mode
             self.callbacks.append(self.early_stopping)
-        if self.output_dir and self.accelerator.is_main_process:
-            self.callbacks.append(HistoryCSV(self.output_dir / "history.csv"))
         self.ema = None
         self.resumed_from: Path | None = None
+        self._resume: tuple[Path | None, dict[str, Any] | None] | None = None  # set by prepare_resume
+        self._best_sha: str | None = None  # checksum of checkpoints/best/model.safetensors as this run wrote it
 
     # --- helpers ------------------------------------------------------------------------------------------
     @property
@@ -253,9 +302,64 @@ class Trainer:
                 raise ConfigError(f"resume={str(cfg.resume)!r} is not a usable checkpoint: {problem}.")
             return path
         found, rejected = ckpt.latest_complete(self.ckpt_root)
-        for folder, why in rejected:
-            self._log(f"Skipping checkpoint {folder.name}: {why}.")
+        if rejected and found is None:
+            raise ConfigError(
+                f"resume=True, but no checkpoint in {self.ckpt_root} is usable{_why(rejected)}. Pass overwrite=True "
+                "to start the run again, or resume='<a checkpoint folder>'."
+            )
+        if rejected:
+            warnings.warn(
+                f"Skipping damaged checkpoint(s) in {self.ckpt_root}{_why(rejected)}; resuming from {found.name}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if found is None:
+            epochs = _recorded_epochs(self.output_dir / "history.csv")
+            if epochs:
+                raise ConfigError(
+                    f"resume=True, but the run in {self.output_dir} recorded {epochs} epoch(s) and has no checkpoint "
+                    "left to continue from (deleted, or not kept: keep_resume_state=False or save_checkpoints=False)"
+                    ". Pass overwrite=True to train it again from the start, or another output_dir."
+                )
+            if (self.output_dir / "transferkit.json").is_file():
+                self._log(f"No checkpoint in {self.ckpt_root} yet: the run starts from the beginning.")
         return found
+
+    def prepare_resume(self) -> dict[str, Any] | None:
+        """Chooses the checkpoint to resume from and checks, before any file is written, that it is whole and
+        belongs to this run (fingerprint, number of processes, model keys and shapes). Returns its state, or None
+        for a fresh start. `fit` calls it; call it earlier to fail before the output folder is touched."""
+        if self._resume is None:
+            folder = self.resume_checkpoint()
+            self._resume = (folder, self._check_checkpoint(folder) if folder is not None else None)
+        return self._resume[1]
+
+    def _check_checkpoint(self, folder: Path) -> dict[str, Any]:
+        from .rundir import compare
+
+        state = ckpt.read_json(folder / ckpt.STATE)
+        problem = _state_problem(state)
+        if problem:
+            raise ArtifactError(
+                f"{folder / ckpt.STATE} is damaged ({problem}). Resume from another checkpoint "
+                "(resume='<folder>') or pass overwrite=True to start again."
+            )
+        saved = state.get("fingerprint")
+        if self.fingerprint is not None and isinstance(saved, dict):
+            diffs = compare(saved, self.fingerprint)
+            if diffs:
+                raise ConfigError(
+                    f"The checkpoint {folder} belongs to another run; these differ: {'; '.join(diffs[:8])}. Resume "
+                    "with that run's options and data, or start a new run (overwrite=True or another output_dir)."
+                )
+        world = int(state.get("world_size", 1))
+        if world != self.accelerator.num_processes:
+            raise ConfigError(
+                f"The checkpoint {folder} was written by {world} process(es); resume it with the same number "
+                f"(this run has {self.accelerator.num_processes})."
+            )
+        ckpt.check_fits(self.model, folder / "model.safetensors")
+        return state
 
     # --- training -----------------------------------------------------------------------------------------
     def fit(self) -> FitOutcome:
@@ -267,10 +371,17 @@ class Trainer:
         if len(train_loader) == 0:
             raise ConfigError("The training split is empty.")
 
-        resume_dir = self.resume_checkpoint()
-        state_json = ckpt.read_json(resume_dir / ckpt.STATE) if resume_dir else None
+        state_json = self.prepare_resume()
+        resume_dir = self._resume[0]
+        own = resume_dir is not None and self.ckpt_root is not None and resume_dir.parent == self.ckpt_root
         if self.is_main and self.ckpt_root is not None:
+            if own:
+                ckpt.promote(resume_dir)  # a complete temporary copy becomes the checkpoint it is
             ckpt.clean_debris(self.ckpt_root)
+        if self.distributed:
+            acc.wait_for_everyone()
+        if own and resume_dir.name.startswith(ckpt.TMP_PREFIX):
+            resume_dir = resume_dir.with_name(resume_dir.name[len(ckpt.TMP_PREFIX) :])
         if state_json and state_json.get("lr") is not None and cfg.lr == "auto":
             cfg = self.config = cfg.replace(lr=float(state_json["lr"]))  # the rate the run was started with
         if cfg.lr == "auto":
@@ -294,10 +405,9 @@ class Trainer:
         if not groups:
             raise ConfigError("Nothing to train: every parameter is frozen (the head has no parameters?).")
         optimizer = build_optimizer(groups, cfg)
+        self.model, optimizer = acc.prepare(self.model, optimizer)
         if self.distributed:
-            self.model, optimizer, train_loader = acc.prepare(self.model, optimizer, train_loader)
-        else:
-            self.model, optimizer = acc.prepare(self.model, optimizer)
+            train_loader = shard_train_loader(train_loader, acc.process_index, acc.num_processes)
         if self.strategy.changes_during_training and self.distributed:
             self.plan.set_trainable(n_top)
         inner_opt = getattr(optimizer, "optimizer", optimizer)
@@ -325,13 +435,22 @@ class Trainer:
         best_weights: dict[str, torch.Tensor] | Path | None = None  # in memory, or on disk after a resume
         topk: list[dict[str, Any]] = []
         skipped_steps = 0
-        rng_to_restore = None
+        rng_to_restore = partial = None
         if state_json:
-            rng_to_restore = self._load_checkpoint(resume_dir, unwrapped, inner_opt, schedule)
+            rng_to_restore, partial = self._load_checkpoint(resume_dir, unwrapped, inner_opt, schedule, state_json)
             state.global_step = int(state_json["global_step"])
             state.history = list(state_json["history"])
             self.best.load_state_dict(state_json["best"])
-            leftover = load_callback_states(self.callbacks, state_json.get("callbacks", {}))
+            saved_callbacks = dict(state_json.get("callbacks", {}))
+            es = self.early_stopping
+            watched = state_json.get("early_stopping_watch")
+            if es is not None and watched and watched != [es.tracker.monitor, es.tracker.mode]:
+                # early_stopping may change on resume, but a best value of another metric means nothing here
+                saved_callbacks.pop(es.state_key, None)
+                self._log(
+                    f"Early stopping now watches {es.tracker.monitor} ({es.tracker.mode}): its count starts anew."
+                )
+            leftover = load_callback_states(self.callbacks, saved_callbacks)
             if leftover:
                 self._log(f"Note: no callback to restore the saved state of {', '.join(leftover)}.")
             topk = list(state_json.get("topk", []))
@@ -380,9 +499,9 @@ class Trainer:
             _reseed(train_loader, cfg.seed, epoch)
             t0 = time.perf_counter()
             losses, skipped = self._train_epoch(
-                train_loader, optimizer, schedule, state, control, step_hooks, skip_batches, rng_to_restore
+                train_loader, optimizer, schedule, state, control, step_hooks, skip_batches, rng_to_restore, partial
             )
-            skip_batches, rng_to_restore = 0, None
+            skip_batches, rng_to_restore, partial = 0, None, None
             skipped_steps += skipped
             self._ctx["skipped_steps"] = skipped_steps
             timings["train"] += time.perf_counter() - t0
@@ -421,6 +540,10 @@ class Trainer:
             self._log(f"epoch {epoch + 1}/{cfg.epochs} {format_logs(logs)}")
             if self.output_dir and cfg.save_checkpoints:
                 self._save_checkpoint(state, epoch, batches_done=len(train_loader), epoch_complete=True)
+            if self.output_dir and self.is_main:
+                # after the checkpoint: an epoch in history.csv always has a checkpoint to resume from
+                self._guard_write(self.output_dir / "history.csv", write_history, self.output_dir / "history.csv",
+                                  state.history)  # fmt: skip
 
         for cb in self.callbacks:
             cb.on_train_end(state, control)
@@ -463,16 +586,17 @@ class Trainer:
         if self.output_dir and self.is_main and cfg.save_checkpoints and self.best.best_epoch is not None:
             outcome.best_checkpoint = str(self.output_dir / "checkpoints" / "best" / "model.safetensors")
         if self.is_main and self.output_dir and state.history:
-            from .callbacks import write_history
-
             best_epoch = None if self.best.best_epoch is None else self.best.best_epoch + 1
-            write_history(self.output_dir / "history.csv", state.history, best_epoch if cfg.restore_best else None)
+            self._guard_write(self.output_dir / "history.csv", write_history, self.output_dir / "history.csv",
+                              state.history, best_epoch if cfg.restore_best else None)  # fmt: skip
         if cfg.log_with:
             acc.end_training()
         self.model = unwrapped
         return outcome
 
-    def _train_epoch(self, loader, optimizer, schedule, state: RunState, control: Control, step_hooks, skip, rng):
+    def _train_epoch(
+        self, loader, optimizer, schedule, state: RunState, control: Control, step_hooks, skip, rng, partial=None
+    ):
         cfg, acc, task, model = self.config, self.accelerator, self.task, self.model
         model.train()
         set_batchnorm_modes(model, self.bn_policy)
@@ -490,12 +614,19 @@ class Trainer:
             # own generator is not restored: it is reseeded per epoch, and the new iterator has just drawn from it
             # exactly as the uninterrupted run did (skipping happens on the sampled indices, not on the data).
             ckpt.restore_rng(*rng)
-        sums: dict[str, torch.Tensor] = {}  # "loss" (the total) and each named loss
-        seen = 0
-        skipped = 0
+        sums: dict[str, torch.Tensor] = {}  # "loss" (the total) and each named loss, of the steps taken
+        cycle: dict[str, torch.Tensor] = {}  # the same for the batches of the optimizer step under way
+        seen = cycle_n = skipped = 0
+        if partial:  # resumed mid-epoch: the epoch's sums so far, so its mean loss is the uninterrupted run's
+            sums = {k: torch.tensor(v, dtype=torch.float32, device=self.device) for k, v in partial["sums"].items()}
+            seen, skipped = int(partial["seen"]), int(partial["skipped"])
         progress = Progress(n_batches - skip, f"epoch {state.epoch + 1}/{cfg.epochs}", not cfg.quiet and self.is_main)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         trace_every = max(1, (n_batches * cfg.epochs) // (200 * accum))
+        # nonfinite="skip": a skipped step must leave no trace, but its forward pass has already moved the BatchNorm
+        # statistics (a NaN batch makes them NaN for good): keep the buffers of the last good step to put back.
+        buffers = [b for b in model.buffers()] if cfg.nonfinite == "skip" else []
+        kept = [b.detach().clone() for b in buffers]
         try:
             for i in range(skip, n_batches):
                 batch = to_device(next(iterator), self.device) if self.move_batches else next(iterator)
@@ -508,8 +639,8 @@ class Trainer:
                     backward(loss / accum if accum > 1 else loss)
                 parts = named if "loss" in named else {"loss": loss, **named}
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float()
-                seen += 1
+                    cycle[k] = cycle.get(k, 0.0) + v.detach().float()
+                cycle_n += 1
                 progress.update()
                 if not sync:
                     continue
@@ -518,8 +649,19 @@ class Trainer:
                     opt_step()
                     if self.ema is not None:
                         self.ema.update(acc.unwrap_model(model))
+                    for k, v in cycle.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    seen += cycle_n
+                    if buffers:
+                        with torch.no_grad():
+                            for b, k in zip(buffers, kept):
+                                k.copy_(b)
                 else:
                     skipped += 1
+                    with torch.no_grad():
+                        for b, k in zip(buffers, kept):
+                            b.copy_(k)
+                cycle, cycle_n = {}, 0
                 schedule.step()
                 zero_grad(set_to_none=True)
                 state.global_step += 1
@@ -535,6 +677,8 @@ class Trainer:
                     and i + 1 < n_batches
                     and state.global_step % every == 0
                 ):
+                    self._ctx["partial"] = {"sums": {k: float(v) for k, v in sums.items()}, "seen": seen,
+                                            "skipped": skipped}  # fmt: skip
                     self._save_checkpoint(state, state.epoch, batches_done=i + 1, epoch_complete=False)
                 if control.should_stop or (cfg.max_steps and state.global_step >= cfg.max_steps):
                     break
@@ -544,6 +688,8 @@ class Trainer:
         for k, v in sums.items():
             total = acc.reduce(v.reshape(1), "mean") if self.distributed else v
             out[k] = float(total.sum()) / max(1, seen)
+        if not out:
+            out["loss"] = float("nan")  # every step of the epoch was skipped
         return out, skipped
 
     def _finite_step(self, loss: torch.Tensor, params: list[torch.Tensor], state: RunState) -> bool:
@@ -632,26 +778,38 @@ class Trainer:
 
     def _write_best(self, model: nn.Module) -> None:
         folder = self.output_dir / "checkpoints" / "best"
-        ckpt.save_weights(model, folder / "model.safetensors")
         f = folder / "model.safetensors"
-        ckpt.write_json(
-            folder / ckpt.MANIFEST, {"files": {f.name: {"size": f.stat().st_size, "sha256": ckpt.sha256(f)}}}
-        )
+        try:
+            ckpt.save_weights(model, f)
+            self._best_sha = ckpt.sha256(f)
+            ckpt.write_json(
+                folder / ckpt.MANIFEST, {"files": {f.name: {"size": f.stat().st_size, "sha256": self._best_sha}}}
+            )
+        except OSError as e:
+            raise self._write_failed(e, f) from None
 
     def _best_after_resume(self) -> Path | None:
-        """The best epoch's weights on disk, verified; damaged ones are dropped with a warning, so the run can
-        finish (the remaining epochs then decide the best)."""
+        """The best epoch's weights on disk, verified (and the very file the checkpoint knew); damaged ones are
+        dropped with a warning, so the run can finish (the remaining epochs then decide the best)."""
         if not self.config.restore_best or self.best.best_epoch is None:
             return None
         folder = self.output_dir / "checkpoints" / "best"
         problem = ckpt.verify(folder) if folder.is_dir() else "missing"
+        if problem is None and self._best_sha is not None:
+            listed = ckpt.read_json(folder / ckpt.MANIFEST)["files"].get("model.safetensors", {})
+            if listed.get("sha256") != self._best_sha:
+                problem = "not the weights this checkpoint recorded (written after it)"
         if problem is None:
             return folder / "model.safetensors"
-        self._log(
-            f"Warning: the best epoch's weights ({folder / 'model.safetensors'}) are unusable ({problem}); the best "
-            "epoch will be chosen among the remaining epochs."
-        )
+        if self.is_main:
+            warnings.warn(
+                f"The best epoch's weights ({folder / 'model.safetensors'}) are unusable ({problem}); the best epoch "
+                "will be chosen among the remaining epochs.",
+                UserWarning,
+                stacklevel=2,
+            )
         self.best.load_state_dict({"best": None, "best_epoch": None})
+        self._best_sha = None
         return None
 
     def _keep_topk(self, topk: list[dict[str, Any]], model: nn.Module, value: float, epoch: int, tiebreak) -> None:
@@ -710,72 +868,121 @@ class Trainer:
     def _save_checkpoint(self, state: RunState, epoch: int, *, batches_done: int, epoch_complete: bool) -> None:
         ctx, acc = self._ctx, self.accelerator
         rng_tensors, rng_meta = ckpt.capture_rng()
-        writer = ckpt.CheckpointWriter(self.ckpt_root, state.global_step, self.is_main, acc.process_index,
-                                       acc.wait_for_everyone)  # fmt: skip
-        with writer:
-            writer.tensors(f"rng-{acc.process_index}.safetensors", rng_tensors)
-            writer.json(f"rng-{acc.process_index}.json", rng_meta)
-            if self.is_main:
-                writer.model(ctx["unwrapped"])
-                tensors, meta = ckpt.optimizer_to_files(ctx["inner_opt"])
-                writer.tensors("optimizer.safetensors", tensors)
-                writer.json("optimizer.json", meta)
-                if self.ema is not None:
-                    writer.tensors("ema.safetensors", self.ema.state_tensors())
-                writer.json(
-                    ckpt.STATE,
-                    {
-                        "epoch": epoch,
-                        "epoch_complete": epoch_complete,
-                        "batches_done": batches_done,
-                        "global_step": state.global_step,
-                        "n_top": ctx.get("n_top", self._n_top(epoch)),
-                        "lr": float(self.config.lr),
-                        "history": state.history,
-                        "best": self.best.state_dict(),
-                        "schedule": ctx["schedule"].state_dict(),
-                        "callbacks": callback_states(self.callbacks),
-                        "topk": ctx["topk"],
-                        "skipped_steps": ctx.get("skipped_steps", 0),
-                        "ema_updates": self.ema.updates if self.ema is not None else 0,
-                        "world_size": acc.num_processes,
-                    },
-                )
+        rank = acc.process_index
+        writer = ckpt.CheckpointWriter(self.ckpt_root, state.global_step, self.is_main, rank, acc.wait_for_everyone)
+        try:
+            with writer:
+                writer.tensors(f"rng-{rank}.safetensors", rng_tensors)
+                writer.json(f"rng-{rank}.json", rng_meta)
+                if not epoch_complete:  # every process's loss sums of the epoch so far
+                    writer.json(f"partial-{rank}.json", ctx["partial"])
+                if self.is_main:
+                    writer.model(ctx["unwrapped"])
+                    tensors, meta = ckpt.optimizer_to_files(ctx["inner_opt"])
+                    writer.tensors("optimizer.safetensors", tensors)
+                    writer.json("optimizer.json", meta)
+                    if self.ema is not None:
+                        writer.tensors("ema.safetensors", self.ema.state_tensors())
+                    writer.json(
+                        ckpt.STATE,
+                        {
+                            "epoch": epoch,
+                            "epoch_complete": epoch_complete,
+                            "batches_done": batches_done,
+                            "global_step": state.global_step,
+                            "n_top": ctx.get("n_top", self._n_top(epoch)),
+                            "lr": float(self.config.lr),
+                            "history": state.history,
+                            "best": self.best.state_dict(),
+                            "best_sha256": self._best_sha,
+                            "schedule": ctx["schedule"].state_dict(),
+                            "callbacks": callback_states(self.callbacks),
+                            "early_stopping_watch": (
+                                [self.early_stopping.tracker.monitor, self.early_stopping.tracker.mode]
+                                if self.early_stopping is not None
+                                else None
+                            ),
+                            "topk": ctx["topk"],
+                            "skipped_steps": ctx.get("skipped_steps", 0),
+                            "ema_updates": self.ema.updates if self.ema is not None else 0,
+                            "world_size": acc.num_processes,
+                            "fingerprint": self.fingerprint,
+                        },
+                    )
+        except OSError as e:
+            raise self._write_failed(e, writer.final) from None
         if self.is_main:
             ckpt.prune(self.ckpt_root, self.config.keep_checkpoints)
         acc.wait_for_everyone()
 
-    def _load_checkpoint(self, folder: Path, model: nn.Module, optimizer, schedule: Schedule):
+    def _write_failed(self, error: OSError, what: Path) -> ArtifactError:
+        """The error for a write that failed (a full disk, a read-only folder), naming the last good checkpoint."""
+        last = ckpt.latest_complete(self.ckpt_root)[0] if self.ckpt_root is not None else None
+        code = errno.errorcode.get(error.errno, str(error.errno)) if error.errno else type(error).__name__
+        return ArtifactError(
+            f"Writing {what} failed: {error.strerror or error} ({code}). Free space in {self.output_dir} (or make it "
+            f"writable), then continue with resume=True; the last good checkpoint is {last or 'none'}."
+        )
+
+    def _guard_write(self, what: Path, fn, *args) -> None:
+        try:
+            fn(*args)
+        except OSError as e:
+            raise self._write_failed(e, what) from None
+
+    def _load_checkpoint(self, folder: Path, model: nn.Module, optimizer, schedule: Schedule, state: dict):
         """Loads weights, optimizer, schedule and EMA; returns the RNG state to restore once the data iterator of
-        the resumed epoch exists."""
+        the resumed epoch exists, and the epoch's loss sums so far (mid-epoch checkpoints). Any file that cannot be
+        read or does not fit is an ArtifactError naming it."""
         from safetensors.torch import load_file
 
-        state = ckpt.read_json(folder / ckpt.STATE)
-        world = int(state.get("world_size", 1))
-        if world != self.accelerator.num_processes:
-            raise ConfigError(
-                f"The checkpoint {folder} was written by {world} process(es); resume it with the same number "
-                f"(this run has {self.accelerator.num_processes})."
-            )
+        def tensors(name: str) -> dict[str, torch.Tensor]:
+            path = folder / name
+            try:
+                return load_file(str(path))
+            except Exception as e:  # SafetensorError, OSError: a damaged or foreign file
+                raise _damaged(path, e) from None
+
         ckpt.load_weights_into(model, folder / "model.safetensors")
         try:
             opt_state = ckpt.optimizer_from_files(
-                load_file(str(folder / "optimizer.safetensors")), ckpt.read_json(folder / "optimizer.json")
+                tensors("optimizer.safetensors"), ckpt.read_json(folder / "optimizer.json")
             )
             optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError, RuntimeError) as e:
+        except ArtifactError:
+            raise
+        except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:
             raise ArtifactError(
                 f"The optimizer state in {folder} does not fit this run ({e}). Was the model or the freeze strategy "
                 "changed? Resume with the original options, or pass overwrite=True to start again."
             ) from None
-        schedule.load_state_dict(state["schedule"])
+        try:
+            schedule.load_state_dict(state["schedule"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise _damaged(folder / ckpt.STATE, e) from None
         if self.ema is not None and (folder / "ema.safetensors").is_file():
-            self.ema.load_state_tensors(load_file(str(folder / "ema.safetensors")), int(state.get("ema_updates", 0)))
+            try:
+                self.ema.load_state_tensors(tensors("ema.safetensors"), int(state.get("ema_updates", 0)))
+            except (KeyError, RuntimeError, TypeError, ValueError) as e:
+                raise _damaged(folder / "ema.safetensors", e) from None
+        self._best_sha = state.get("best_sha256")
         rank = self.accelerator.process_index
         rng_file = folder / f"rng-{rank}.safetensors"
         if not rng_file.is_file():
-            raise ArtifactError(f"{rng_file} is missing; the checkpoint is incomplete.")
-        return load_file(str(rng_file)), ckpt.read_json(folder / f"rng-{rank}.json")
+            raise ArtifactError(f"{rng_file} is missing; the checkpoint is incomplete. Resume from another one.")
+        rng = tensors(rng_file.name), ckpt.read_json(folder / f"rng-{rank}.json")
+        try:  # restore it once now (then put back what it was) so that a damaged state fails here, not mid-epoch
+            current = ckpt.capture_rng()
+            ckpt.restore_rng(*rng)
+            ckpt.restore_rng(*current)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise _damaged(rng_file, e) from None
+        partial = None
+        if not state["epoch_complete"]:
+            partial = ckpt.read_json(folder / f"partial-{rank}.json")
+            if not (isinstance(partial, dict) and isinstance(partial.get("sums"), dict) and "seen" in partial):
+                raise _damaged(folder / f"partial-{rank}.json", ValueError("not the loss sums of an epoch"))
+        return rng, partial
 
     # --- learning-rate range test ------------------------------------------------------------------------------
     def _find_lr(self, train_loader) -> float:
@@ -799,6 +1006,47 @@ def _named_losses(out: Any) -> dict[str, torch.Tensor]:
     if isinstance(out, dict) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
         return {str(k): v for k, v in out.items()}
     raise TypeError(f"train_step must return a loss tensor or a dict of named loss tensors, not {type(out).__name__}.")
+
+
+_STATE_TYPES = {
+    "epoch": int,
+    "epoch_complete": bool,
+    "batches_done": int,
+    "global_step": int,
+    "n_top": int,
+    "history": list,
+    "best": dict,
+    "schedule": dict,
+}
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a checkpoint's state.json (None: it has every entry the resume needs)."""
+    if not isinstance(state, dict):
+        return f"a JSON {type(state).__name__}, not an object"
+    for key, kind in _STATE_TYPES.items():
+        if not isinstance(state.get(key), kind) or (kind is int and isinstance(state.get(key), bool)):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if state["epoch"] < 0 or state["global_step"] < 0 or state["batches_done"] < 0:
+        return "negative counters"
+    return None
+
+
+def _recorded_epochs(history_csv: Path) -> int:
+    """How many epochs a run's history.csv records (0 if there is none)."""
+    try:
+        lines = history_csv.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return max(0, len([line for line in lines if line.strip()]) - 1)
+
+
+def _damaged(path: Path, error: BaseException) -> ArtifactError:
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return ArtifactError(
+        f"{path} cannot be used ({type(error).__name__}: {text}); the checkpoint is damaged. Resume from another "
+        "checkpoint (resume='<folder>') or pass overwrite=True to start again."
+    )
 
 
 def _why(rejected: list[tuple[Path, str]]) -> str:

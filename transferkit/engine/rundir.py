@@ -40,8 +40,16 @@ class RunLock:
     def acquire(self) -> RunLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"output_dir={str(folder)!r} is a file; pass a folder.")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(
+                f"output_dir={str(folder)!r} cannot be written ({e.strerror or e}). Pass a folder you can write to."
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -51,6 +59,13 @@ class RunLock:
                 f"{self.path.parent} is in use by a run that is still active ({holder}). Wait for it to finish, stop "
                 "it, or pass another output_dir."
             ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            same = False
+        if not same:  # the previous holder removed the file between our open and our lock: lock the new one
+            os.close(fd)
+            return self.acquire()
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         os.fsync(fd)
@@ -61,10 +76,11 @@ class RunLock:
         if self._fd is not None:
             import fcntl
 
+            # removed while still held, so that no other process can lock the file we are about to let go of
+            self.path.unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> RunLock:
         return self.acquire()
