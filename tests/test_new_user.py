@@ -212,3 +212,18 @@ def test_a_learning_rate_far_from_the_known_range_is_one_warning(bert_dir, tmp_p
     with pytest.warns(UserWarning, match=r"lr=0.01 is far from the rates that fine-tune pretrained text backbones"):
         tk.finetune("text-classification", data=sentiment(40), backbone=f"hf:{bert_dir}", lr=1e-2, epochs=1,
                     quiet=True, output_dir=str(tmp_path))  # fmt: skip
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(data_dir, tmp_path):
+    out = tmp_path / "run"
+    tk.finetune("image-classification", data=str(data_dir), epochs=1, output_dir=str(out), quiet=True, **FAST)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(DataError, match="does not exist"):
+        tk.finetune("image-classification", data=str(tmp_path / "typo"), overwrite=True, output_dir=str(out), **FAST)
+    assert (out / "model.safetensors").read_bytes() == before and tk.load(out).labels == ["blue", "green", "red"]
+    assert not (out / ".overwritten").exists()
+    tk.finetune("image-classification", data=str(data_dir), epochs=2, overwrite=True, output_dir=str(out),
+                quiet=True, **FAST)  # fmt: skip
+    assert (
+        json.loads((out / "transferkit.json").read_text())["epochs_run"] == 2 and not (out / ".overwritten").exists()
+    )

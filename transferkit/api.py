@@ -266,7 +266,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
     from .engine.freezing import resolve_freeze
     from .engine.loop import Trainer, make_accelerator
     from .engine.progress import log
-    from .engine.rundir import RunLock, prepare_folder, read_status
+    from .engine.rundir import RunLock, drop_aside, prepare_folder, read_status, restore_aside
 
     out = Path(cfg.output_dir or _default_output_dir(task_name))
     cfg = cfg.replace(output_dir=str(out))
@@ -297,6 +297,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         trainer.prepare_resume()  # the checkpoint is whole and of this run, before transferkit.json is rewritten
         if is_main:
             _summary(task_name, cfg, task, raw, accelerator, out)
+            drop_aside(out)  # overwrite=True: the new run begins, the old one goes
             write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), status="training",
                        fingerprint=fp)  # fmt: skip
         started = True
@@ -333,7 +334,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
                 _drop_resume_state(out)
             if cfg.report:
                 _report(out, task, outcome, model, splits)
-            _closing_lines(out, outcome, best_epoch, cfg, log)
+            _closing_lines(out, outcome, best_epoch, cfg, log, splits)
         accelerator.wait_for_everyone()
     except OSError as e:
         if e.errno not in _WRITE_ERRORS:
@@ -354,6 +355,8 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         raise
     finally:
         if is_main:
+            if not started:
+                restore_aside(out)  # overwrite=True but the new run never began: the old run stays
             lock.release()
     return FinetuneResult(
         model=model,
@@ -431,10 +434,13 @@ def _summary(task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerat
     )
 
 
-def _closing_lines(out: Path, outcome: Any, best_epoch: int | None, cfg: FinetuneConfig, log) -> None:
+def _closing_lines(out: Path, outcome: Any, best_epoch: int | None, cfg: FinetuneConfig, log, splits=None) -> None:
     if cfg.quiet:
         return
     parts = []
+    skipped = [p for name in ("train", "val", "test") for p in getattr(getattr(splits, name, None), "skipped", [])]
+    if skipped:
+        parts.append(f"Skipped {len(set(skipped))} image file(s) that failed to decode (skip_bad_files=True).")
     if best_epoch is not None and cfg.restore_best:
         parts.append(f"Restored epoch {best_epoch} of {len(outcome.history)} ({outcome.best_reason}).")
     if outcome.skipped_steps:

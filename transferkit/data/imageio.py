@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,12 +103,26 @@ def read_image_file(path: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> tor
         ) from None
 
 
-def image_size(raw: bytes) -> tuple[int, int] | None:
-    """(width, height) from an encoded image's header (PIL parses only the header), or None if unknown."""
+_PIL_LIMIT = threading.Lock()
+
+
+def pil_open(source: Any):
+    """``PIL.Image.open`` (lazy: the header only) without PIL's own decompression-bomb limit, which would override
+    ``max_image_pixels`` in both directions; transferkit applies that limit itself before any pixel is decoded."""
     from PIL import Image
 
+    with _PIL_LIMIT:  # PIL reads the limit from a module global: set it only around our own open
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def image_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header (PIL parses only the header), or None if unknown."""
     try:
-        with Image.open(io.BytesIO(raw)) as img:
+        with pil_open(io.BytesIO(raw)) as img:
             return img.size
     except Exception:  # not parseable here: the decoder will say what is wrong
         return None
@@ -136,9 +151,9 @@ def _tv_decode(data: torch.Tensor) -> torch.Tensor:
 
 
 def _open_pil(raw: bytes):
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    img = Image.open(io.BytesIO(raw))
+    img = pil_open(io.BytesIO(raw))
     return ImageOps.exif_transpose(img)  # same orientation as torchvision's apply_exif_orientation
 
 
@@ -273,10 +288,8 @@ def header_problem(path: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> str 
         return f"unreadable: {e.strerror or e}"
     if not head:
         return "empty file"
-    from PIL import Image
-
     try:  # lazy: PIL parses the header only
-        with Image.open(path) as img:
+        with pil_open(path) as img:
             dims = img.size
     except Exception:
         if not _known_magic(head[:16]):

@@ -174,17 +174,6 @@ class EarlyStopping(Callback):
         self.tracker.load_state_dict(state["tracker"])
 
 
-class HistoryCSV(Callback):
-    """Rewrites `history.csv` after every epoch, so an interrupted run keeps what it learned."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def on_epoch_end(self, state: RunState, control: Control, logs: dict[str, Any]) -> None:
-        if state.is_main_process and state.history:
-            write_history(self.path, state.history)
-
-
 def write_history(path: Path, history: list[dict[str, Any]], best_epoch: int | None = None) -> None:
     """One row per epoch; with `best_epoch` (1-based) a ``best`` column marks the epoch that was restored."""
     if best_epoch is not None:

@@ -113,17 +113,19 @@ def has_run(folder: Path) -> bool:
 def prepare_folder(folder: Path, *, resume: Any, overwrite: bool) -> dict[str, Any] | None:
     """Decides what a new run may do with `folder`. Returns the previous run's metadata when resuming.
 
-    - resume=False and the folder holds a run: an error unless `overwrite` (then the run's files are removed);
+    - resume=False and the folder holds a run: an error unless `overwrite` (then the old run is set aside in
+      ``.overwritten/``: `restore_aside` puts it back if the new run fails before it starts, `drop_aside` deletes it
+      once the new run has begun, so a typo in the data never costs the old run);
     - resume=True: the previous metadata (the engine checks that the run matches and what is left to do);
       nothing there: a fresh start.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output_dir={str(folder)!r} is a file; pass a folder.")
-    previous = read_status(folder) if folder.is_dir() else None
     if overwrite:
-        remove_run(folder)
+        set_aside(folder)
         return None
+    previous = read_status(folder) if folder.is_dir() else None
     if not resume:
         if folder.is_dir() and has_run(folder):
             status = (previous or {}).get("status", "unknown")
@@ -133,6 +135,45 @@ def prepare_folder(folder: Path, *, resume: Any, overwrite: bool) -> dict[str, A
             )
         return None
     return previous
+
+
+ASIDE = ".overwritten"
+
+
+def set_aside(folder: Path) -> Path | None:
+    """Moves a run's files into ``folder/.overwritten`` (renames: instant, nothing copied)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not has_run(folder):
+        return None
+    aside = folder / ASIDE
+    if aside.exists():  # left by a run that died between setting aside and starting: that run never began
+        restore_aside(folder)
+    aside.mkdir()
+    for name in (*RUN_FILES, *RUN_DIRS):
+        if (folder / name).exists():
+            (folder / name).rename(aside / name)
+    return aside
+
+
+def restore_aside(folder: Path) -> None:
+    """Puts a set-aside run back (replacing whatever the failed new run wrote under the same names)."""
+    aside = Path(folder) / ASIDE
+    if not aside.is_dir():
+        return
+    for entry in aside.iterdir():
+        target = Path(folder) / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        entry.rename(target)
+    aside.rmdir()
+
+
+def drop_aside(folder: Path) -> None:
+    aside = Path(folder) / ASIDE
+    if aside.is_dir():
+        shutil.rmtree(aside)
 
 
 def remove_run(folder: Path) -> None:
