@@ -656,7 +656,7 @@ def resolve_detection_split(
 
     Example:
         >>> split = resolve_detection_split("data/boxes_test", CategoryMap((1, 3), ("cat", "dog")))  # doctest: +SKIP
-        >>> split.name, len(split)
+        >>> split.name, len(split)  # doctest: +SKIP
         ('test', 40)
     """
     if bad_boxes not in BAD_BOX_POLICIES:
