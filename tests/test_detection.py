@@ -453,3 +453,17 @@ def test_training_split_without_annotations(coco_dir):
     _rewrite(folder, {**coco, "annotations": []})
     with pytest.raises(tk.errors.DataError, match="has no boxes to learn from: 6 images, 0 annotations"):
         _finetune(folder)
+
+
+def test_resume_continues_a_detection_run(data, body_weights, tmp_path):
+    common = dict(
+        data={"train": str(data / "train"), "val": str(data / "val")},
+        pretrained=str(body_weights),
+        output_dir=str(tmp_path / "r"),
+        **FAST,
+    )
+    first = tk.finetune("object-detection", epochs=1, **common)
+    second = tk.finetune("object-detection", epochs=2, resume=True, **common)
+    assert [r["epoch"] for r in second.history] == [1, 2]
+    assert second.history[0]["train/loss"] == pytest.approx(first.history[0]["train/loss"])
+    assert "map" in second.metrics["val"]

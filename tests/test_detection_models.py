@@ -99,7 +99,7 @@ def test_a_registered_custom_head_factory_is_used(monkeypatch):
     monkeypatch.setattr(HEADS, "_meta", dict(HEADS._meta))
     tk.register_head("strict-frcnn", strict, tasks=("object-detection",))
     model = create_model("timm:test_resnet", 2, head="strict-frcnn", pretrained=False, **SMALL)
-    assert calls["strict"] == (64, 64) and model.head == "strict-frcnn"
+    assert calls["strict"] == (64, 64) and model.head_name == "strict-frcnn"
     assert model.detector.backbone.fpn.inner_blocks[0][0].out_channels == 8
 
 
@@ -137,7 +137,8 @@ def frcnn_checkpoint(tmp_path_factory):
 def test_a_whole_detector_checkpoint_loads_all_but_the_class_specific_layers(frcnn_checkpoint):
     path, state = frcnn_checkpoint
     model = create_model("tv:mobilenet_v3_large", 3, pretrained=str(path), **SMALL)
-    assert model.builder == "fasterrcnn_mobilenet_v3_large_fpn" and model.head == "fasterrcnn" and model.is_pretrained
+    assert model.builder == "fasterrcnn_mobilenet_v3_large_fpn" and model.head_name == "fasterrcnn"
+    assert model.is_pretrained
     predictor = model.detector.roi_heads.box_predictor
     assert predictor.cls_score.out_features == 4 and predictor.bbox_pred.out_features == 16
     own = model.detector.state_dict()
@@ -220,7 +221,7 @@ def test_resnet50_detector_checkpoints(builder, head, class_key, kept_key, tmp_p
     detector = getattr(tvd, builder)(weights=None, weights_backbone=None, num_classes=91)
     torch.save(detector.state_dict(), tmp_path / f"{builder}.pth")
     model = create_model("tv:resnet50", 2, pretrained=str(tmp_path / f"{builder}.pth"), **SMALL)
-    assert model.builder == builder and model.head == head
+    assert model.builder == builder and model.head_name == head
     own = model.detector.state_dict()
     assert own[class_key].shape[0] == {"fasterrcnn": 3, "retinanet": 9 * 3, "fcos": 3}[head]  # K + 1 = 3 per anchor
     kept = [k for k in own if k.startswith(kept_key)]

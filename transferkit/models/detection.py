@@ -55,7 +55,7 @@ class DetectionModel(nn.Module):
     Attributes:
         detector: the torchvision detector.
         is_pretrained: whether the layer groups hold pretrained weights.
-        head: the head's name (``"fasterrcnn"``, ...), or the factory's name for a custom head.
+        head_name: the head's name (``"fasterrcnn"``, ...), or the factory's name for a custom head.
         builder: the torchvision builder a whole-detector checkpoint came from, else None.
 
     Example:
@@ -65,11 +65,11 @@ class DetectionModel(nn.Module):
         4
     """
 
-    def __init__(self, detector: nn.Module, *, is_pretrained: bool, head: str = "", builder: str | None = None):
+    def __init__(self, detector: nn.Module, *, is_pretrained: bool, head_name: str = "", builder: str | None = None):
         super().__init__()
         self.detector = detector
         self.is_pretrained = is_pretrained
-        self.head = head
+        self.head_name = head_name
         self.builder = builder
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None):
@@ -352,7 +352,7 @@ def build_detector(
 
     Example:
         >>> model = build_detector("timm:test_resnet", 3, head="retinanet", pretrained=False, min_size=64)
-        >>> model.head, len(model.layer_groups()) > 1, model.is_pretrained
+        >>> model.head_name, len(model.layer_groups()) > 1, model.is_pretrained
         ('retinanet', True, False)
     """
     from ..backbones import create_backbone
@@ -382,7 +382,7 @@ def build_detector(
             return DetectionModel(
                 detector,
                 is_pretrained=loaded if is_pretrained is None else is_pretrained,
-                head=family,
+                head_name=family,
                 builder=builder,
             )
     factory, head_name = _head_factory(head, default_head)
@@ -398,7 +398,7 @@ def build_detector(
     if not isinstance(detector, nn.Module):
         raise ConfigError(f"Detection head factory {head_name!r} returned {type(detector).__name__}, not a module.")
     flag = getattr(bb, "is_pretrained", pretrained is not False) if is_pretrained is None else is_pretrained
-    return DetectionModel(detector, is_pretrained=bool(flag), head=head_name)
+    return DetectionModel(detector, is_pretrained=bool(flag), head_name=head_name)
 
 
 def _detector_keywords() -> tuple[str, ...]:

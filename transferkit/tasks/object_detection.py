@@ -64,7 +64,7 @@ class ObjectDetectionOptions:
         bad_boxes: boxes with a non-positive size or more than 1 px past their image: "drop" them (one warning),
             "clip" them to the image, or "error".
         skip_bad_files: leave out images whose file is missing or unreadable (one warning) instead of failing.
-        box_score_thresh: evaluation keeps detections at or above this score for mAP (0.05, as torchvision).
+        box_score_thresh: evaluation keeps detections scoring above this for mAP (0.05, as torchvision).
         detections_per_img: at most this many detections per image.
         score_threshold: ``predict`` returns detections at or above this score.
         coco_backend: "auto" (faster-coco-eval when installed, else pycocotools), "pycocotools" or
@@ -386,7 +386,7 @@ def _resolved_config(model: nn.Module) -> dict[str, Any]:
     anchors = next((m for m in detector.modules() if isinstance(m, AnchorGenerator)), None)
     min_size = list(transform.min_size)
     out = {
-        "head": model.head,
+        "head": model.head_name,
         "builder": model.builder,
         "is_pretrained": bool(model.is_pretrained),
         "min_size": min_size[0] if len(min_size) == 1 else min_size,
