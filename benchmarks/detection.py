@@ -55,11 +55,12 @@ from PIL import Image, ImageDraw
 
 import transferkit as tk
 from transferkit.engine.callbacks import Callback
+from transferkit.tasks.object_detection import ObjectDetectionTask
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detection.json"
 CLASSES = ((1, "circle"), (2, "square"), (3, "triangle"))
-BATCH = 4  # the task's defaults
-LR = 3e-4
+BATCH = ObjectDetectionTask.defaults["batch_size"]
+LR = ObjectDetectionTask.defaults["lr"]
 
 
 # --- data ---------------------------------------------------------------------------------------------------------

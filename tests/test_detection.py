@@ -204,6 +204,18 @@ def test_load_predict_matches_the_trained_model_and_maps_category_ids(trained, d
     assert sum(len(p["scores"]) for p in kept) < sum(len(p["scores"]) for p in preds)
 
 
+def test_a_finished_run_is_no_pretrained_file_for_a_new_run(trained, data, tmp_path):
+    _, out, _ = trained
+    with pytest.raises(tk.errors.WeightsError, match="whole transferkit detector.*resume=True"):
+        tk.finetune(
+            "object-detection",
+            data=str(data / "train"),
+            pretrained=str(out / "model.safetensors"),
+            output_dir=str(tmp_path / "again"),
+            **FAST,
+        )
+
+
 def test_evaluate_reproduces_the_val_metrics(trained, data):
     result, out, _ = trained
     metrics = tk.evaluate(out, data=str(data / "val"))
@@ -289,6 +301,9 @@ def test_image_size_and_anchors_follow_the_data_or_the_options(data, tmp_path):
     assert [list(s) for s in model2.detector.rpn.anchor_generator.sizes] == anchors
     with pytest.raises(tk.errors.ConfigError, match="image_size"):
         task_cls.Options(image_size=0)
+    with pytest.raises(tk.errors.ConfigError, match="max_size=40 is smaller than image_size=64"):
+        task4 = task_cls(cfg, task_cls.Options(image_size=64, max_size=40))
+        task4.build_model(task4.read_data(str(data / "train")))
     with pytest.raises(tk.errors.ConfigError, match="one list of positive sizes per feature map"):
         task3 = task_cls(cfg, task_cls.Options(anchor_sizes=[[8], [16]]))
         task3.build_model(task3.read_data(str(data / "train")))

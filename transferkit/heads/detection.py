@@ -5,7 +5,7 @@ classes K, takes the backbone's multi-scale view (``backbone.features(...)``) at
 adds a new FeaturePyramidNetwork, and returns a torchvision detector predicting K + 1 classes (0 = background).
 
 Levels that suit small images (torchvision's ``mobilenet_backbone(fpn=True)`` gives only stride-32 maps, on which a
-Faster R-CNN learns almost nothing at 128-320 px):
+Faster R-CNN learned almost nothing at ~128 px in the project's measurements):
 
 - ``fasterrcnn``: body strides 4, 8, 16, 32 + ``LastLevelMaxPool`` (stride 64) = 5 maps, the layout torchvision's
   ResNet-50 FPN uses; RoIAlign reads the four body levels.

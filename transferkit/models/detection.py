@@ -367,6 +367,12 @@ def build_detector(
     if builder is not None or (isinstance(pretrained, (str, Path)) and Path(pretrained).is_file()):
         state = read_state_dict(pretrained) if isinstance(pretrained, (str, Path)) else None
         prefix = detector_checkpoint_prefix(list(state)) if state is not None else None
+        if prefix is not None and prefix.endswith("detector."):
+            raise WeightsError(
+                f"'{pretrained}' holds a whole transferkit detector (a run's model.safetensors), which cannot seed a "
+                "new run yet. Continue that run with resume=True and its output_dir, or start from a torchvision "
+                "detector checkpoint or the backbone's classification weights."
+            )
         if builder is not None or prefix is not None:
             if state is not None:
                 state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -227,10 +227,14 @@ class ObjectDetectionTask(Task):
         min_size: Any = sizes[0] if len(sizes) == 1 else list(sizes)
         if opts.max_size is not None:
             max_size = int(opts.max_size)
+            if max_size < max(sizes):
+                raise ConfigError(
+                    f"max_size={max_size} is smaller than image_size={max(sizes)}: the long side cannot be shorter "
+                    "than the short side. Raise max_size or leave it unset (it then follows the data's aspect ratio)."
+                )
         else:
             aspects = [max(i["width"], i["height"]) / min(i["width"], i["height"]) for i in train.coco["images"]]
-            max_size = min(MAX_MAX_SIZE, math.ceil(max(sizes) * float(np.percentile(aspects, 95))))
-        max_size = max(max_size, max(sizes))
+            max_size = max(max(sizes), min(MAX_MAX_SIZE, math.ceil(max(sizes) * float(np.percentile(aspects, 95)))))
         rel = stats["box_size_rel"]
         # objects' sizes after the detector's resize (evaluation size: the last of a multi-scale list)
         objects = [rel["p5"] * sizes[-1], rel["p95"] * sizes[-1]] if rel else None
