@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+# Tiny and fast: timm's test_resnet body, a 16-channel FPN, 44-52 px images, batches of 4.
+FAST = dict(backbone="timm:test_resnet", batch_size=4, quiet=True, lr=1e-3, head_kwargs={"fpn_channels": 16})
 # Non-contiguous category ids on purpose: they map to labels 1..3 and must come back unchanged.
 CATEGORIES = [{"id": 1, "name": "square"}, {"id": 3, "name": "circle"}, {"id": 7, "name": "bar"}]
 COLOURS = {1: (230, 40, 40), 3: (40, 230, 40), 7: (60, 60, 240)}
@@ -56,3 +60,16 @@ def write_shapes(folder, n=12, *, seed=0, first_id=1000, negatives=1, categories
 def write_coco(path, coco) -> Path:
     Path(path).write_text(json.dumps(coco))
     return Path(path)
+
+
+def cocoeval(gt_path, results):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
