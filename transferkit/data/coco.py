@@ -46,7 +46,9 @@ __all__ = [
     "build_detection_transforms",
     "collate_detection",
     "data_statistics",
+    "draw_detections",
     "resolve_detection_data",
+    "resolve_detection_split",
 ]
 
 BAD_BOX_POLICIES = ("drop", "clip", "error")
@@ -407,6 +409,62 @@ def build_detection_transforms(*, train: bool, preset: str | Callable = "default
     return v2.Compose([*ops, to_float])
 
 
+# Colours of drawn boxes; a class keeps its colour across images (picked by a hash of its name).
+_BOX_COLOURS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+)
+
+
+def draw_detections(image: Any, prediction: Mapping[str, Any], *, width: int = 2, show_scores: bool = True):
+    """The image with a prediction's boxes drawn on it, as a uint8 ``(H, W, 3)`` numpy array.
+
+    Args:
+        image: what was predicted on (a path, PIL image, ``(H, W, C)`` array or ``(C, H, W)`` tensor).
+        prediction: one result of a detection ``predict``: ``{"boxes": [[x0, y0, x1, y1], ...], "labels": [...],
+            "scores": [...]}`` in the image's pixels.
+        width: line width in pixels.
+        show_scores: write "label 0.93" at each box (else only the label).
+
+    Example:
+        >>> out = draw_detections(np.zeros((32, 48, 3), np.uint8), {"boxes": [[2, 2, 20, 20]], "labels": ["cat"],
+        ...                       "scores": [0.9]})
+        >>> out.shape, out[2, 10].tolist() != [0, 0, 0]
+        ((32, 48, 3), True)
+    """
+    import zlib
+
+    from torchvision.utils import draw_bounding_boxes
+
+    from .imageio import load_image
+
+    img = load_image(image)
+    boxes = torch.as_tensor(prediction.get("boxes", []), dtype=torch.float32).reshape(-1, 4)
+    names = [str(n) for n in prediction.get("labels", [])]
+    scores = list(prediction.get("scores", [None] * len(names)))
+    if not len(boxes) == len(names) == len(scores):
+        raise DataError(
+            f"draw_detections: the prediction has {len(boxes)} boxes, {len(names)} labels and {len(scores)} scores; "
+            "pass one result of predict() unchanged."
+        )
+    if not len(boxes):
+        return img.permute(1, 2, 0).numpy().copy()
+    text = [f"{n} {s:.2f}" if show_scores and s is not None else n for n, s in zip(names, scores)]
+    colours = [_BOX_COLOURS[zlib.crc32(n.encode()) % len(_BOX_COLOURS)] for n in names]
+    drawn = draw_bounding_boxes(img, boxes, labels=text, colors=colours, width=width)
+    return drawn.permute(1, 2, 0).numpy().copy()
+
+
 def data_statistics(split: CocoSplit) -> dict[str, Any]:
     """Sizes of a split's images and (non-crowd) boxes, to derive the detector's image size and anchor sizes.
 
@@ -574,6 +632,64 @@ def resolve_detection_data(
         test=splits.get("test"),
         val_from_train=val_from_train,
     )
+
+
+def resolve_detection_split(
+    data: Any,
+    categories: CategoryMap,
+    *,
+    name: str = "test",
+    bad_boxes: str = "drop",
+    skip_bad_files: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> CocoSplit:
+    """One labelled split for evaluating a trained detector, read against the categories it was trained on.
+
+    `data` takes the forms of `resolve_detection_data`; where it holds several splits (split folders, split JSON
+    files, a dict of splits) the test split is used, else val, else train. Its images, boxes and files are checked
+    as there. A category the file lists under a trained id must carry the trained name, and every box must be of a
+    trained category (the model cannot score others); categories listed but unused are ignored. Images without
+    boxes are kept as negatives.
+
+    Raises:
+        DataError: as for `resolve_detection_data`, or boxes of a category the model was not trained on.
+
+    Example:
+        >>> split = resolve_detection_split("data/boxes_test", CategoryMap((1, 3), ("cat", "dog")))  # doctest: +SKIP
+        >>> split.name, len(split)  # doctest: +SKIP
+        ('test', 40)
+    """
+    if bad_boxes not in BAD_BOX_POLICIES:
+        raise ConfigError(f"bad_boxes={bad_boxes!r} is invalid; use one of {list(BAD_BOX_POLICIES)}.")
+    if isinstance(data, Mapping) and data and all(canonical_split(k) for k in data):
+        specs = {canonical_split(k): v for k, v in data.items() if v is not None}
+    else:
+        specs = _split_specs(data)
+    spec = next(specs[k] for k in ("test", "val", "train") if k in specs)
+    parsed = _parse(_read_source(spec, name), name)
+    trained = dict(zip(categories.category_ids, categories.names))
+    for cid, cname in parsed.categories.items():
+        if cid in trained and trained[cid] != cname:
+            raise DataError(
+                f"Category id {cid} is {cname!r} in {parsed.origin}, but the model was trained with id {cid} = "
+                f"{trained[cid]!r}; use the training category ids and names."
+            )
+    unknown = sorted({a["category_id"] for a in parsed.anns} - set(trained))
+    if unknown:
+        cid = unknown[0]
+        cname = parsed.categories[cid]
+        known = ""
+        if cname in categories.names:
+            known = f" (the model knows {cname!r} as id {categories.category_ids[categories.names.index(cname)]})"
+        raise DataError(
+            f"{parsed.origin} has boxes of category {cid} ({cname!r}), which the model was not trained on{known}. "
+            f"Its categories are {trained}; drop those boxes or map them to a trained id."
+        )
+    _check_image_files({name: parsed}, skip_bad_files, max_pixels)
+    report: dict[str, list] = {"dropped": [], "clipped": [], "examples": []}
+    split = _build_split(parsed, categories, bad_boxes, report)
+    _warn_boxes(report, bad_boxes)
+    return split
 
 
 def _check_has_boxes(train: CocoSplit, when: str = "") -> None:
