@@ -23,24 +23,32 @@ def resolve_policy(policy: str, task_default: str = "eval-when-frozen") -> str:
 
 
 def freeze_pretrained_batchnorm(model: nn.Module, pretrained_names: set[str]) -> int:
-    """Replaces every BatchNorm2d whose parameters are all pretrained with a FrozenBatchNorm2d (in place); returns
-    how many were replaced. Statistics and affine parameters are copied, so outputs in eval mode do not change."""
+    """Replaces every BatchNorm2d whose parameters are all pretrained with a FrozenBatchNorm2d (in place), and
+    timm's BatchNormAct2d (BatchNorm + activation, in EfficientNets and MobileNetV3s) with timm's
+    FrozenBatchNormAct2d; returns how many were replaced. Statistics and affine parameters are copied, so outputs in
+    eval mode do not change."""
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     replaced = 0
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
-            if type(child) is not nn.BatchNorm2d and not isinstance(child, nn.SyncBatchNorm):
+            timm_norm_act = type(child).__name__ in ("BatchNormAct2d", "SyncBatchNormAct")
+            if type(child) is not nn.BatchNorm2d and not isinstance(child, nn.SyncBatchNorm) and not timm_norm_act:
                 continue
             full = f"{parent_name}.{child_name}" if parent_name else child_name
             own = [f"{full}.{n}" for n, _ in child.named_parameters(recurse=False)]
             if not own or not all(n in pretrained_names for n in own):
                 continue
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
+            if timm_norm_act:
+                from timm.layers import freeze_batch_norm_2d
+
+                frozen = freeze_batch_norm_2d(child)
+            else:
+                frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
             frozen.to(child.weight.device)
             setattr(parent, child_name, frozen)
             replaced += 1
