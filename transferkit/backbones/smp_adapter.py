@@ -91,8 +91,6 @@ def _probe(encoder: nn.Module) -> tuple[list[int], list[dict[str, Any]], list[li
     """(indices of the outputs kept, their feature_info, parameters by level) from one small forward."""
     was_training = encoder.training
     encoder.eval()  # no BatchNorm statistics change while probing
-    called: set[int] = set()
-    hooks = [m.register_forward_pre_hook(lambda mod, _i: called.add(id(mod))) for m in encoder.modules()]
     try:
         for size in _PROBE_SIZES:
             try:
@@ -102,38 +100,67 @@ def _probe(encoder: nn.Module) -> tuple[list[int], list[dict[str, Any]], list[li
             except RuntimeError:
                 if size == _PROBE_SIZES[-1]:
                     raise
+        keep = [i for i, f in enumerate(feats) if f.ndim == 4 and f.shape[1] > 0 and size // f.shape[-2] >= 2]
+        info = [
+            {"num_chs": int(feats[i].shape[1]), "reduction": int(round(size / feats[i].shape[-2])), "module": f"[{i}]"}
+            for i in keep
+        ]
+        params = [p for p in encoder.parameters() if p.requires_grad]
+        seen: set[int] = set()
+        groups: list[list[nn.Parameter]] = []
+        for i in keep:
+            grads = torch.autograd.grad(feats[i].sum(), params, allow_unused=True, retain_graph=True)
+            group = [p for p, g in zip(params, grads) if g is not None and id(p) not in seen]
+            seen.update(id(p) for p in group)
+            groups.append(group)
+        del feats
+        _drop_unused(encoder, seen, keep, size)
     finally:
-        for h in hooks:
-            h.remove()
         encoder.train(was_training)
-    keep = [i for i, f in enumerate(feats) if f.ndim == 4 and f.shape[1] > 0 and size // f.shape[-2] >= 2]
-    info = [
-        {"num_chs": int(feats[i].shape[1]), "reduction": int(round(size / feats[i].shape[-2])), "module": f"[{i}]"}
-        for i in keep
-    ]
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    seen: set[int] = set()
-    groups: list[list[nn.Parameter]] = []
-    for i in keep:
-        grads = torch.autograd.grad(feats[i].sum(), params, allow_unused=True, retain_graph=True)
-        group = [p for p, g in zip(params, grads) if g is not None and id(p) not in seen]
-        seen.update(id(p) for p in group)
-        groups.append(group)
-    _drop_unused(encoder, called, seen)
-    rest = [p for p in encoder.parameters() if id(p) not in seen]  # frozen by the caller, or never reached
+    rest = [p for p in encoder.parameters() if id(p) not in seen]  # frozen by the caller, or kept (see above)
     if rest:
         groups[-1] += rest
     return keep, info, groups
 
 
-def _drop_unused(encoder: nn.Module, called: set[int], connected: set[int]) -> None:
-    """Replaces by nn.Identity the outermost submodules with parameters that the forward never ran and that no
-    returned level depends on (smp keeps e.g. ``layer4`` of a depth-3 ResNet)."""
+class Skipped(nn.Module):
+    """Stands in for a submodule whose output no returned level uses: passes its first input through."""
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return x
+
+
+@torch.no_grad()
+def _drop_unused(encoder: nn.Module, connected: set[int], keep: list[int], size: int) -> None:
+    """Replaces by `Skipped` the outermost submodules whose parameters no returned level depends on (smp keeps
+    ``layer4`` of a depth-3 ResNet, and its MobileNetV2 runs one stage past the last level it returns), so they
+    are neither computed nor idle in the optimizer or under DDP. The replacement is kept only if the returned maps
+    stay exactly the same."""
+    dropped: list[tuple[nn.Module, str, nn.Module]] = []
+    inside: set[int] = set()  # modules within one already chosen
     for parent in list(encoder.modules()):
+        if id(parent) in inside:
+            continue
         for child_name, child in list(parent.named_children()):
             params = list(child.parameters())
-            if params and id(child) not in called and not any(id(p) in connected for p in params):
-                setattr(parent, child_name, nn.Identity())
+            if params and not any(id(p) in connected for p in params):
+                dropped.append((parent, child_name, child))
+                inside.update(id(m) for m in child.modules())
+    if not dropped:
+        return
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out = encoder(x)
+    before = [out[i] for i in keep]
+    for parent, child_name, _ in dropped:
+        setattr(parent, child_name, Skipped())
+    try:
+        after = encoder(x)
+        same = all(torch.equal(a, after[i]) for a, i in zip(before, keep))
+    except Exception:  # noqa: BLE001 - the encoder needs those modules after all
+        same = False
+    if not same:
+        for parent, child_name, child in dropped:
+            setattr(parent, child_name, child)
 
 
 def _mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -116,11 +116,12 @@ def build_segmenter(
 
     if num_classes is None or int(num_classes) < 1:
         raise ConfigError(f"A segmentation model needs num_classes >= 1, got {num_classes!r}.")
-    head = default_head if head is None else head
+    seg = HEADS.list(tasks=TASK)
+    if head is None:  # create_model's generic default ("linear") is a classification head
+        head = default_head if default_head in seg else "unet"
     kwargs = dict(head_kwargs or {})
     spec = None
     if isinstance(head, str):
-        seg = HEADS.list(tasks=TASK)
         if head not in seg:
             hint = "See tk.list_heads(task='semantic-segmentation')."
             if head in HEADS:
