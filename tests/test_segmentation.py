@@ -56,7 +56,7 @@ def data_dir(tmp_path_factory):
     return root
 
 
-FAST = dict(pretrained=False, image_size=32, batch_size=4, quiet=True, lr=3e-3)
+FAST = dict(pretrained=False, image_size=32, batch_size=4, quiet=True, lr=3e-3, save_checkpoints=False)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def trained(data_dir, tmp_path_factory):
         epochs=2,
         output_dir=str(out),
         val_fraction=0.25,
-        **FAST,
+        **{**FAST, "save_checkpoints": True},
     )
     return result, out
 
@@ -267,10 +267,18 @@ def test_classification_state_dict_initialises_smp_and_tv_encoders_alike(tmp_pat
 def test_pretrained_true_offline_is_a_clear_weights_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as hub_constants
+    import segmentation_models_pytorch as smp
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(smp.encoders, "load_url", no_network, raising=False)  # smp 0.5's fallback download
     with pytest.raises(WeightsError, match=r"Offline\? Pass a local weights file"):
         tk.backbones.create_backbone("smp:resnet18", pretrained=True)
+    with pytest.raises(WeightsError, match=r"Offline\?"):  # also when dilated for DeepLab
+        tk.create_model("smp:resnet18", 3, kind="segmenter", head="deeplabv3plus", pretrained=True)
 
 
 # --- save, load, predict, evaluate -------------------------------------------------------------------------------
@@ -378,6 +386,16 @@ def test_rgb_mask_without_colour_map(tmp_path):
     assert result.labels == ["background", "square", "disc"]
 
 
+def test_corrupt_files_fail_up_front_or_are_skipped(tmp_path):
+    root = make_split(tmp_path / "d", 6)
+    (root / "images" / "003.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(DataError, match=r"(?s)003\.png.*skip_bad_files=True"):
+        _finetune(root, tmp_path, classes=CLASSES)
+    with pytest.warns(UserWarning, match="Left out 1 image/mask pair"):
+        result = _finetune(root, tmp_path, classes=CLASSES, skip_bad_files=True, overwrite=True)
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train/loss"])
+
+
 def test_unknown_architecture_and_encoder_suggest_close_names(data_dir, tmp_path):
     with pytest.raises(UnknownNameError, match="Did you mean: unet"):
         _finetune(data_dir / "train", tmp_path, head="unett")
@@ -391,6 +409,19 @@ def test_unknown_architecture_and_encoder_suggest_close_names(data_dir, tmp_path
         _finetune(data_dir / "train", tmp_path, head_kwargs={"classes": 5})
     with pytest.raises(ConfigError, match="serves text-classification"):
         _finetune(data_dir / "train", tmp_path, backbone="hf:bert-base-uncased")
+
+
+def test_custom_head_with_wrong_output_channels(data_dir, tmp_path):
+    class TwoChannels(torch.nn.Module):
+        def __init__(self, backbone, num_classes):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(backbone.channels[-1], 2, 1)
+
+        def forward(self, features):
+            return self.conv(features[-1])
+
+    with pytest.raises(ConfigError, match=r"outputs \(1, 2, 32, 32\).*\(1, 3, 32, 32\) \(3 classes\)"):
+        _finetune(data_dir / "train", tmp_path, head=TwoChannels, classes=CLASSES)
 
 
 def test_option_errors(data_dir, tmp_path):

@@ -58,7 +58,17 @@ def test_every_installed_architecture_on_a_tiny_timm_cnn(arch):
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 @pytest.mark.parametrize("backbone", ["tv:mobilenet_v2", "smp:mobilenet_v2", "timm:test_convnext", "smp:mit_b0"])
 def test_every_architecture_on_each_source(backbone, arch):
+    transformer_style = backbone in ("timm:test_convnext", "smp:mit_b0")  # no map at stride 2
+    if transformer_style and arch in ("linknet", "unetplusplus") and smp_version() < (0, 6):
+        with pytest.raises(ConfigError, match="does not run on maps"):  # smp < 0.6 cannot, and says so clearly
+            build(backbone, arch)
+        return
     check_runs(build(backbone, arch))
+
+
+def smp_version() -> tuple[int, int]:
+    major, minor = smp.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
 def test_dpt_on_a_vit_and_what_a_vit_cannot_do():
@@ -157,6 +167,26 @@ def test_not_an_smp_segmentation_model_and_decoder_is_not_pretrained():
     grouped = {n for g in model.layer_groups() for n in g}
     assert grouped == {n for n, _ in model.named_parameters() if n.startswith("backbone.")}
     assert all(not n.startswith("head.") for n in grouped)
+
+
+def test_engine_batchnorm_policy_is_not_overridden_by_smp():
+    # smp's SegmentationModel.train() can keep a frozen encoder's BatchNorm in eval after unfreezing; ours is a plain
+    # module, so the engine's policy alone decides: eval while frozen, train again once unfrozen.
+    from transferkit.engine.batchnorm import set_batchnorm_modes
+
+    model = build("smp:mobilenet_v2", "unet")
+    encoder_bns = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.train()
+    set_batchnorm_modes(model, "eval-when-frozen")
+    assert encoder_bns and not any(m.training for m in encoder_bns)
+    assert all(m.training for m in model.head.modules() if isinstance(m, nn.BatchNorm2d))
+    for p in model.backbone.parameters():
+        p.requires_grad_(True)
+    model.train()
+    set_batchnorm_modes(model, "eval-when-frozen")
+    assert all(m.training for m in encoder_bns)
 
 
 def test_custom_head_on_a_feature_backbone():

@@ -229,25 +229,27 @@ def create(
         encoder = smp.encoders.get_encoder(
             name, in_channels=3, depth=depth, weights=weights, output_stride=output_stride
         )
-    except (ValueError, NotImplementedError) as e:
-        if "dilat" in str(e).lower() or output_stride != 32:
+    except Exception as e:
+        if output_stride != 32 and _is_dilation_error(e):
             raise ConfigError(
-                f"smp:{name} cannot be dilated to output stride {output_stride} ({e}), which the DeepLab heads need. "
-                "Pick an encoder that can (smp:resnet*, smp:mobilenet_v2, smp:efficientnet-*, ...) or another head."
+                f"smp:{name} cannot be dilated to output stride {output_stride} ({type(e).__name__}: {e}), which the "
+                "DeepLab heads need. Pick an encoder that can (smp:resnet*, smp:mobilenet_v2, smp:efficientnet-*, "
+                "...) or another head."
             ) from None
-        if weights is None:
-            raise
-        raise _download_error(name, e) from e
-    except (OSError, RuntimeError, KeyError) as e:
-        if weights is None:
-            raise
-        raise _download_error(name, e) from e
+        if weights is not None and isinstance(e, (OSError, ValueError, RuntimeError, KeyError)):
+            raise _download_error(name, e) from e  # hub errors are OSError / ValueError subclasses
+        raise
     if isinstance(pretrained, (str, Path)):
         # before the probe drops unused modules: the file holds every layer of the network
         load_weights(encoder, pretrained)
     mean, std = _mean_std(name)
     data_config = {"input_size": (3, 224, 224), "mean": mean, "std": std, "interpolation": "bilinear"}
     return SmpEncoder(encoder, name, data_config)
+
+
+def _is_dilation_error(e: BaseException) -> bool:
+    # smp raises ValueError("... does not support dilated mode ...") or, without get_stages, NotImplementedError
+    return isinstance(e, NotImplementedError) or (isinstance(e, ValueError) and "dilat" in str(e).lower())
 
 
 def _download_error(name: str, e: BaseException) -> WeightsError:
