@@ -530,10 +530,13 @@ class Predictor:
     def labels(self) -> list[str]:
         return list(self.task.labels)
 
-    def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
-        """One result dict per input (a single input is treated as a list of one; a folder means its images)."""
+    def predict(self, inputs: Any, batch_size: int = 32, **options: Any) -> list[dict[str, Any]]:
+        """One result dict per input (a single input is treated as a list of one; a folder means its images).
+
+        `options` go to the task's predict, e.g. ``overlay_dir=`` (segmentation: colour overlays written there).
+        """
         inputs = _expand_inputs(inputs)
-        return self.task.predict(self.model, list(inputs), self.device, batch_size)
+        return self.task.predict(self.model, list(inputs), self.device, batch_size, **options)
 
 
 def _expand_inputs(inputs: Any) -> list[Any]:
