@@ -81,8 +81,8 @@ def test_text_recipe_and_the_pipeline_recipe(data, tmp_path, capsys):
     from text_toys import tiny_bert_folder
 
     bert = tiny_bert_folder(tmp_path / "bert", corpus(200))
-    _recipe("text_classification").main([f"data={data / 'reviews'}", f"backbone=hf:{bert}", "epochs=1", "max_length=32",
-                                         f"output_dir={tmp_path / 'cls'}", "quiet=true", "report=false"])  # fmt: skip
+    args = [f"data={data / 'reviews'}", f"backbone=hf:{bert}", "epochs=1", "max_length=32"]
+    _recipe("text_classification").main([*args, f"output_dir={tmp_path / 'cls'}", "quiet=true", "report=false"])
     assert set(json.loads(capsys.readouterr().out)["metrics"]["test"]) >= {"accuracy", "f1_macro"}
     pre, fine = _recipe("pretrain_then_finetune").main([
         f"pretrain.data={data / 'corpus.txt'}", f"pretrain.output_dir={tmp_path / 'mlm'}",
