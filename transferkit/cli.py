@@ -253,6 +253,10 @@ def _predict(tk, args) -> None:
     outputs = predictor.predict(inputs, batch_size=args.batch_size)
     if args.output:
         _write_predictions(Path(args.output), inputs, outputs)
+        if outputs and "boxes" in outputs[0]:
+            coco = _write_coco_results(Path(args.output), inputs, outputs, predictor.task)
+            print(f"wrote {len(outputs)} prediction(s) to {args.output} (COCO results: {coco})")
+            return
         print(f"wrote {len(outputs)} prediction(s) to {args.output}")
         return
     for inp, out in zip(inputs, outputs):
@@ -294,6 +298,28 @@ def _write_predictions(path: Path, inputs: list[Any], outputs: list[dict[str, An
                 row[key] = value
         rows.append(row)
     path.write_text(json.dumps(rows, indent=1, default=str))
+
+
+def _write_coco_results(path: Path, inputs: list[Any], outputs: list[dict[str, Any]], task: Any) -> Path:
+    """Detections as a COCO results file (``[{image_id, category_id, bbox: [x, y, w, h], score}]``) next to the
+    JSON; image ids index an ``images`` list of the input files, category ids are the training data's."""
+    categories = getattr(task, "categories", None)
+    name_to_id = dict(zip(categories.names, categories.category_ids)) if categories is not None else {}
+    images = [{"id": i + 1, "file_name": str(inp)} for i, inp in enumerate(inputs)]
+    results = []
+    for i, out in enumerate(outputs):
+        for (x0, y0, x1, y1), label, score in zip(out["boxes"], out["labels"], out["scores"]):
+            results.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": name_to_id.get(label, label),
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "score": round(float(score), 6),
+                }
+            )
+    target = path.with_name(path.stem + ".coco.json")
+    target.write_text(json.dumps({"images": images, "results": results}, indent=1))
+    return target
 
 
 if __name__ == "__main__":
