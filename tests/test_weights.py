@@ -226,3 +226,92 @@ def test_missing_batchnorm_counters_are_fine(tmp_path, source):
         warnings.simplefilter("error")
         bb = create_backbone("timm:test_resnet", pretrained=tmp_path / "w.safetensors")
     torch.testing.assert_close(_features(bb), expected)
+
+
+def _renamed(sd: dict, counters: bool = True) -> dict:
+    """Another implementation's names for the same tensors, in the same order: 'layer1.0.conv1.weight' ->
+    '_layer1_0_conv1.weight', the classifier 'fc' -> '_fc' (as in efficientnet_pytorch)."""
+    out = {}
+    for key, value in sd.items():
+        if key.endswith("num_batches_tracked") and not counters:
+            continue
+        path, leaf = key.rsplit(".", 1)
+        out[("_fc" if path == "fc" else "_" + path.replace(".", "_")) + "." + leaf] = value
+    return out
+
+
+@pytest.mark.parametrize("counters", [True, False])
+def test_renamed_keys_load_by_position(tmp_path, source, counters):
+    """Keys renamed by another library: the tensors load by position, with one warning saying so."""
+    model, expected = source
+    torch.save(_renamed(model.state_dict(), counters), tmp_path / "renamed.pth")
+    with pytest.warns(UserWarning, match=r"name their layers differently .* by position") as record:
+        bb = create_backbone("timm:test_resnet", pretrained=tmp_path / "renamed.pth")
+    assert len([w for w in record if "by position" in str(w.message)]) == 1
+    assert "\n" not in str(record[0].message)
+    torch.testing.assert_close(_features(bb), expected)
+
+    with pytest.warns(UserWarning, match="by position"):
+        report = load_weights(create_backbone("timm:test_resnet", pretrained=False), tmp_path / "renamed.pth")
+    assert report.by_position and not report.missing
+    assert {"_fc.weight", "_fc.bias"} <= set(report.dropped)
+
+    # a whole library model with a classifier of the same shape: the classifier loads too
+    full = timm.create_model("test_resnet", pretrained=False, num_classes=1000)
+    with pytest.warns(UserWarning, match="by position"):
+        report = load_weights(full, tmp_path / "renamed.pth", drop_head=False)
+    assert "fc.weight" in report.loaded
+    torch.testing.assert_close(full.eval()(X), model(X))
+
+    # a TransferModel with a new 4-class head: backbone by position, the head keeps its init
+    with pytest.warns(UserWarning, match="by position"):
+        four = create_model("timm:test_resnet", num_classes=4, pretrained=str(tmp_path / "renamed.pth"))
+    torch.testing.assert_close(_features(four.backbone), expected)
+
+
+def test_renamed_keys_that_do_not_line_up_are_refused(tmp_path, source):
+    model, _ = source
+    renamed = _renamed(model.state_dict())
+    keys = list(renamed)
+
+    # two tensors of different shapes in the other order
+    i = keys.index("_layer2_0_conv1.weight")
+    swapped = keys[:i] + [keys[i + 1], keys[i]] + keys[i + 2 :]
+    torch.save({k: renamed[k] for k in swapped}, tmp_path / "swapped.pth")
+    with pytest.raises(WeightsError) as err:
+        create_backbone("timm:test_resnet", pretrained=tmp_path / "swapped.pth")
+    msg = str(err.value)
+    assert "No key of the weights" in msg and "matching by position is not possible either: tensor" in msg
+
+    # same shapes but BatchNorm statistics in another order: the parameter names disagree
+    j = keys.index("_bn1.running_mean")
+    assert keys[j + 1] == "_bn1.running_var"
+    stats = keys[:j] + [keys[j + 1], keys[j]] + keys[j + 2 :]
+    torch.save({k: renamed[k] for k in stats}, tmp_path / "stats.pth")
+    with pytest.raises(WeightsError, match=r"tensor \d+ differs: file _bn1\.running_var"):
+        create_backbone("timm:test_resnet", pretrained=tmp_path / "stats.pth")
+
+    # one tensor fewer
+    torch.save({k: renamed[k] for k in keys if k != "_layer3_0_conv2.weight"}, tmp_path / "short.pth")
+    with pytest.raises(WeightsError, match=r"the file has \d+ tensors without classifiers, the model \d+"):
+        create_backbone("timm:test_resnet", pretrained=tmp_path / "short.pth")
+
+    # another architecture's renamed weights
+    torch.save(_renamed(torchvision.models.resnet18().state_dict()), tmp_path / "r18.pth")
+    with pytest.raises(WeightsError, match="matching by position is not possible"):
+        create_backbone("timm:test_resnet", pretrained=tmp_path / "r18.pth")
+
+
+def test_position_must_agree_with_names_that_match(tmp_path, source):
+    """Names that do match must map where position says, else the file is refused (here: renamed keys, but two
+    same-shaped convolutions keep their own names in each other's places)."""
+    model, _ = source
+    sd = model.state_dict()
+    a, b = "layer1.0.bn1.weight", "layer1.0.bn2.weight"
+    assert sd[a].shape == sd[b].shape
+    out = {}
+    for (k, v), orig in zip(_renamed(sd).items(), sd):
+        out[{a: b, b: a}.get(orig, k)] = v
+    torch.save(out, tmp_path / "crossed.pth")
+    with pytest.raises(WeightsError, match="matching by position is not possible either: tensor"):
+        create_backbone("timm:test_resnet", pretrained=tmp_path / "crossed.pth")

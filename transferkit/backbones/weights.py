@@ -6,6 +6,12 @@ A weights file may come from the source library, from a training script (wrapped
 ``backbone.`` and ``head.``). :func:`load_weights` finds the key prefix that maps the file onto the module,
 drops classifier weights the module has no use for, and raises :class:`~transferkit.errors.WeightsError`
 naming the file and the keys when the rest does not fit.
+
+Weights exported by another implementation of the same architecture name their layers differently (e.g. the
+EfficientNet-Lite files of ``efficientnet_pytorch``, ``_blocks.3._expand_conv.weight``, for timm's
+``blocks.2.0.conv_pw.weight``). When the names map (almost) nothing, the tensors are matched by position instead,
+but only if both sides list the same tensors in the same order: every pair must agree in shape and in the last
+name component (``weight``, ``bias``, ``running_mean``, ...), and with every key that did match by name.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     prefixes: tuple[str, str] = ("", "")
+    by_position: bool = False  # the keys were renamed, and the tensors matched by position (see _by_position)
 
 
 def resolve_weights_path(path: str | Path) -> list[Path]:
@@ -225,6 +232,7 @@ def load_weights(
     report = LoadReport(path=where, prefixes=(file_pre, model_pre))
 
     to_load: dict[str, torch.Tensor] = {}
+    named: dict[str, str] = {}  # file key -> module key, for the keys matched by name
     for key, tensor in state.items():
         name = model_pre + _strip(key, file_pre) if key.startswith(file_pre) else None
         if name is None or name not in target:
@@ -238,6 +246,7 @@ def load_weights(
                 report.mismatched.append((name, tuple(tensor.shape), tuple(target[name].shape)))
         else:
             to_load[name] = tensor
+            named[key] = name
 
     mismatched = {m[0] for m in report.mismatched}
     for name in target:
@@ -250,14 +259,99 @@ def load_weights(
             continue
         report.missing.append(name)
 
-    if not to_load or (strict and (report.missing or report.unexpected or report.mismatched)):
-        raise WeightsError(_mismatch_message(module, where, state, target, report, nothing=not to_load))
+    incomplete = report.missing or report.unexpected or report.mismatched
+    position_note = ""
+    if incomplete and len(to_load) < POSITION_FALLBACK_SHARE * len(_needed(module, target, heads, backbones)):
+        pairs, position_note = _by_position(module, state, target, heads, backbones, named)
+        if pairs is not None:
+            return _load_by_position(module, where, state, pairs, what=_what(module))
+    if not to_load or (strict and incomplete):
+        raise WeightsError(
+            _mismatch_message(module, where, state, target, report, nothing=not to_load, note=position_note)
+        )
     if report.missing or report.unexpected or report.mismatched:
         warnings.warn(_mismatch_message(module, where, state, target, report, nothing=False), stacklevel=2)
 
     module.load_state_dict(to_load, strict=False)
     report.loaded = list(to_load)
     return report
+
+
+# Matching by position is tried only when names fill less than this share of the module's tensors.
+POSITION_FALLBACK_SHARE = 0.5
+
+
+def _counter(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def _needed(module: nn.Module, target: dict[str, torch.Tensor], heads: set[str], backbones: list[str]) -> list[str]:
+    """Module keys the file must provide: all but BatchNorm counters and a classifier that may stay new."""
+    return [k for k in target if not _counter(k) and not _may_stay_new(module, k, k, heads, backbones)]
+
+
+def _by_position(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    heads: set[str],
+    backbones: list[str],
+    named: dict[str, str],
+) -> tuple[list[tuple[str, str]] | None, str]:
+    """``[(file key, module key), ...]`` pairing the two sides in order, or ``(None, why not)``.
+
+    BatchNorm counters (``num_batches_tracked``) take no part: files often leave them out, and the module keeps its
+    own. First every tensor is paired (a classifier of the right shape loads too); failing that, the file's
+    classifier (`heads`) and the module's new classifier are left out of both sides. A pairing counts only if every
+    pair agrees in shape and in its last name component, and with every key that did match by name.
+    """
+    file_keys = [k for k in state if not _counter(k)]
+    model_keys = [k for k in target if not _counter(k)]
+    attempts = [(file_keys, model_keys, "")]
+    if heads:
+        attempts.append(
+            (
+                [k for k in file_keys if not _is_head(k, heads)],
+                [k for k in model_keys if not _may_stay_new(module, k, k, heads, backbones)],
+                " without classifiers",
+            )
+        )
+    why = ""
+    for f_keys, m_keys, without in attempts:  # the last attempt's reason is reported
+        if not f_keys or len(f_keys) != len(m_keys):
+            why = f"the file has {len(f_keys)} tensors{without}, the model {len(m_keys)}"
+            continue
+        for i, (f, m) in enumerate(zip(f_keys, m_keys)):
+            f_shape, m_shape = tuple(state[f].shape), tuple(target[m].shape)
+            if f_shape != m_shape or f.rsplit(".", 1)[-1] != m.rsplit(".", 1)[-1] or named.get(f, m) != m:
+                why = f"tensor {i} differs: file {f} {_shape(f_shape)} vs model {m} {_shape(m_shape)}"
+                break
+        else:
+            return list(zip(f_keys, m_keys)), ""
+    return None, why
+
+
+def _load_by_position(
+    module: nn.Module, where: Path, state: dict[str, torch.Tensor], pairs: list[tuple[str, str]], what: str
+) -> LoadReport:
+    used = {f for f, _ in pairs}
+    report = LoadReport(path=where, loaded=[m for _, m in pairs], dropped=[k for k in state if k not in used])
+    report.by_position = True
+    module.load_state_dict({m: state[f] for f, m in pairs}, strict=False)
+    head = [k for k in report.dropped if not _counter(k)]
+    warnings.warn(
+        f"Weights in '{where}' name their layers differently from {what}: loaded its {len(pairs)} tensors by "
+        f"position (shapes and parameter names agree in order, e.g. {pairs[-1][0]} -> {pairs[-1][1]})"
+        + (f"; dropped the file's classifier ({', '.join(head[:4])})." if head else "."),
+        stacklevel=3,
+    )
+    return report
+
+
+def _what(module: nn.Module) -> str:
+    if getattr(module, "source", "") and getattr(module, "name", ""):
+        return f"{module.source}:{module.name}"
+    return type(module).__name__
 
 
 def _best_prefixes(file_keys: list[str], model_keys: list[str]) -> tuple[str, str]:
@@ -330,10 +424,9 @@ def _mismatch_message(
     target: dict[str, torch.Tensor],
     report: LoadReport,
     nothing: bool,
+    note: str = "",
 ) -> str:
-    what = type(module).__name__
-    if getattr(module, "source", "") and getattr(module, "name", ""):
-        what = f"{module.source}:{module.name}"
+    what = _what(module)
     lines = [f"Weights in '{where}' do not fit {what}."]
     if nothing:
         lines[0] = f"No key of the weights in '{where}' fits {what}."
@@ -349,6 +442,8 @@ def _mismatch_message(
         shown = [f"{k}: file {_shape(a)} vs model {_shape(b)}" for k, a, b in report.mismatched[:6]]
         more = f"; ... (+{len(report.mismatched) - 6} more)" if len(report.mismatched) > 6 else ""
         lines.append(f"  shape mismatch ({len(report.mismatched)}): {'; '.join(shown)}{more}")
+    if note:
+        lines.append(f"  matching by position is not possible either: {note}")
     lines.append(
         "  Fix: use weights saved from the same architecture and size, or pretrained=False for random init"
         + (
