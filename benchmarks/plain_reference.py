@@ -161,6 +161,7 @@ def plain_vision(
     pretrained: bool = True,
     bn: str = "none",
     freeze_bn_stats: bool = False,
+    norm_lr: float | None = None,
     data: dict | None = None,
 ) -> dict:
     """Fine-tunes Lite0 on ``root/{train,val,test}/<class>/*``; returns test accuracy of the final model, plus the
@@ -171,6 +172,8 @@ def plain_vision(
         bn: "none"; "pre": re-estimate BatchNorm statistics on the training images before training; "eval": before
             every evaluation; "pre+eval": both (prototypes of what transferkit lacks).
         freeze_bn_stats: after "pre", keep BatchNorm in eval mode while training (fixed statistics, weights train).
+        norm_lr: None = `lr`; else the rate of the pretrained BatchNorm weights and biases (prototype: the norms
+            carry much of a domain shift, and adapt slowly at a low body LR).
         data: preloaded ``{split: (x, y)}`` tensors (saves decoding the same folders again).
     """
     torch.manual_seed(seed)
@@ -183,8 +186,11 @@ def plain_vision(
     model = lite0_model(num_classes, pretrained=pretrained)
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
+    norm_ids = {id(p) for m in _bn_layers(model) for p in m.parameters(recurse=False)} if norm_lr else set()
+    body = [p for p in model.parameters() if id(p) not in head_ids and id(p) not in norm_ids]
     groups = [{"params": body, "lr": lr}, {"params": head, "lr": head_lr or lr}]
+    if norm_ids:
+        groups.append({"params": [p for p in model.parameters() if id(p) in norm_ids], "lr": norm_lr})
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     base = [g["lr"] for g in opt.param_groups]
     # same batching as a standard DataLoader(shuffle=True, drop_last=True) when the set is larger than a batch
@@ -304,14 +310,16 @@ def plain_text(
     def evaluate(split: str) -> float:
         tx, lab = read_csv(files[split])
         yy = torch.tensor([classes.index(v) for v in lab])
-        e = tok(tx, truncation=True, max_length=max_length)
+        e = tok(tx, truncation=True, max_length=max_length)["input_ids"]
+        order = sorted(range(len(e)), key=lambda i: len(e[i]))  # length-sorted batches: less padding, same result
         model.eval()
-        preds = []
-        for i in range(0, len(tx), 64):
-            f = tok.pad({"input_ids": e["input_ids"][i : i + 64]}, return_tensors="pt")
-            preds.append(model(f["input_ids"], f["attention_mask"]).argmax(1))
+        correct = 0
+        for i in range(0, len(order), 64):
+            ids = order[i : i + 64]
+            f = tok.pad({"input_ids": [e[j] for j in ids]}, return_tensors="pt")
+            correct += int((model(f["input_ids"], f["attention_mask"]).argmax(1) == yy[ids]).sum())
         model.train()
-        return float((torch.cat(preds) == yy).float().mean())
+        return correct / len(order)
 
     return {
         "test_accuracy": evaluate("test"),
