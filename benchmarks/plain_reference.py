@@ -162,6 +162,7 @@ def plain_vision(
     bn: str = "none",
     freeze_bn_stats: bool = False,
     norm_lr: float | None = None,
+    val_every_epoch: bool = True,
     data: dict | None = None,
 ) -> dict:
     """Fine-tunes Lite0 on ``root/{train,val,test}/<class>/*``; returns test accuracy of the final model, plus the
@@ -174,6 +175,7 @@ def plain_vision(
         freeze_bn_stats: after "pre", keep BatchNorm in eval mode while training (fixed statistics, weights train).
         norm_lr: None = `lr`; else the rate of the pretrained BatchNorm weights and biases (prototype: the norms
             carry much of a domain shift, and adapt slowly at a low body LR).
+        val_every_epoch: evaluate val after every epoch (a curve, for reference) or only after the last.
         data: preloaded ``{split: (x, y)}`` tensors (saves decoding the same folders again).
     """
     torch.manual_seed(seed)
@@ -221,7 +223,8 @@ def plain_vision(
             losses.append(loss.item())
         if "eval" in bn:
             reestimate_bn(model, x)
-        val_curve.append(round(accuracy(model, xv, yv), 4))
+        if val_every_epoch or len(val_curve) == epochs - 1:
+            val_curve.append(round(accuracy(model, xv, yv), 4))
     return {
         "test_accuracy": accuracy(model, xt, yt),
         "val_accuracy": val_curve[-1],
