@@ -163,6 +163,7 @@ def plain_vision(
     freeze_bn_stats: bool = False,
     norm_lr: float | None = None,
     val_every_epoch: bool = True,
+    head_init: str = "timm",
     data: dict | None = None,
 ) -> dict:
     """Fine-tunes Lite0 on ``root/{train,val,test}/<class>/*``; returns test accuracy of the final model, plus the
@@ -176,6 +177,8 @@ def plain_vision(
         norm_lr: None = `lr`; else the rate of the pretrained BatchNorm weights and biases (prototype: the norms
             carry much of a domain shift, and adapt slowly at a low body LR).
         val_every_epoch: evaluate val after every epoch (a curve, for reference) or only after the last.
+        head_init: "timm" (timm's classifier init for EfficientNet, uniform +-1/sqrt(classes)) or "torch" (a fresh
+            nn.Linear, uniform +-1/sqrt(features), as transferkit's linear head): to tell init from the rest.
         data: preloaded ``{split: (x, y)}`` tensors (saves decoding the same folders again).
     """
     torch.manual_seed(seed)
@@ -186,6 +189,8 @@ def plain_vision(
     num_classes = int(y.max()) + 1
     t0 = time.perf_counter()
     model = lite0_model(num_classes, pretrained=pretrained)
+    if head_init == "torch":
+        model.classifier = nn.Linear(model.num_features, num_classes)
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     norm_ids = {id(p) for m in _bn_layers(model) for p in m.parameters(recurse=False)} if norm_lr else set()
@@ -205,7 +210,7 @@ def plain_vision(
     gen = torch.Generator().manual_seed(seed)
     step, val_curve, losses = 0, [], []
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         model.train()
         if freeze_bn_stats:
             _set_bn_eval(model)
@@ -223,7 +228,7 @@ def plain_vision(
             losses.append(loss.item())
         if "eval" in bn:
             reestimate_bn(model, x)
-        if val_every_epoch or len(val_curve) == epochs - 1:
+        if val_every_epoch or epoch == epochs - 1:
             val_curve.append(round(accuracy(model, xv, yv), 4))
     return {
         "test_accuracy": accuracy(model, xt, yt),

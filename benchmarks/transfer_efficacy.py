@@ -23,8 +23,9 @@ Contenders, each on the same splits (drawn with the run's seed):
   2e-5 / 5e-5 / 2e-4), everything else default; spread = best - worst median test accuracy, in points.
 
 Medians over ``--seeds`` (>= 3). Output: one ``RESULT <workload> ratio=<tk/plain> ...`` line per workload (target
-ratio >= 1.00, spread <= 3 points) and ``benchmarks/results/transfer_efficacy.json``. ``--quick``: one seed, fewer
-test images, no LR range (a smoke run, a few minutes).
+ratio >= 1.00, spread <= 3 points) and ``benchmarks/results/transfer_efficacy.json`` (``..._recommended.json`` with
+``--options recommended``; ``..._quick.json`` with ``--quick``: one seed, a quarter of the test images, no LR range, a
+smoke run of a few minutes).
 
 Run: ``python benchmarks/transfer_efficacy.py [--seeds 0 1 2] [--workloads lite0_mnist ...] [--quick]``.
 """
@@ -200,7 +201,9 @@ def run_unit(job: tuple[str, int, bool, bool, bool]) -> tuple[str, int, dict[str
         out["scratch"] = run_tk(workload, root, seed, options, pretrained=False)
         for lr in LR_RANGE[domain(workload)] if lr_range else ():
             same = abs(lr - out["tk"]["lr"]) < 1e-6 * lr and not lr_given
-            out[f"tk_lr={lr:g}"] = out["tk"] if same else run_tk(workload, root, seed, {**options, "lr": lr})
+            out[f"tk_lr={lr:g}"] = (
+                {**out["tk"], "same_run_as": "tk"} if same else run_tk(workload, root, seed, {**options, "lr": lr})
+            )
     return workload, seed, out
 
 
@@ -220,8 +223,8 @@ def summarise(workload: str, units: dict[int, dict[str, dict]], lr_range: bool) 
         "runs": runs,
         "seeds": seeds,
     }
-    distinct = {id(r): r for v in runs.values() for r in v}  # the default-LR run is listed twice
-    out["cpu_seconds"] = sum(r["cpu_seconds"] for r in distinct.values())
+    # the default-LR run is listed twice (as "tk" and in the LR range)
+    out["cpu_seconds"] = sum(r["cpu_seconds"] for v in runs.values() for r in v if "same_run_as" not in r)
     if lr_range:
         by_lr = {f"{lr:g}": acc[f"tk_lr={lr:g}"] for lr in LR_RANGE[domain(workload)]}
         out["lr_accuracy"] = by_lr
@@ -252,20 +255,40 @@ def main() -> None:
     # the text units are the longest: start them first so that the workers finish together
     order = sorted(args.workloads, key=lambda w: domain(w) != "text")
     jobs = [(w, seed, args.options == "recommended", args.quick, lr_range) for w in order for seed in seeds]
+    path = RESULTS if args.options == "defaults" else RESULTS.with_name(f"{RESULTS.stem}_{args.options}.json")
+    if args.quick:
+        path = path.with_name(f"{path.stem}_quick.json")
+    # finished (workload, seed) units are kept in a side file until the end, so an interrupted run resumes there
+    partial = path.with_suffix(".partial.json")
+    done = json.loads(partial.read_text()) if partial.is_file() else {}
     t0 = time.perf_counter()
     units: dict[str, dict[int, dict]] = {w: {} for w in args.workloads}
-    if args.workers > 1:
+
+    def finish(w: str, seed: int, out: dict, key: str) -> None:
+        units[w][seed] = out
+        done[key] = out
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(done))
+        _progress(w, seed, out, t0)
+
+    todo = []
+    for job in jobs:
+        key = json.dumps(job)
+        if key in done:
+            units[job[0]][job[1]] = done[key]
+            print(f"  {job[0]} seed {job[1]}: kept from {partial.name}", flush=True)
+        else:
+            todo.append(job)
+    if args.workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-            for w, seed, out in pool.imap_unordered(run_unit, jobs):
-                units[w][seed] = out
-                _progress(w, seed, out, t0)
+            for w, seed, out in pool.imap_unordered(run_unit, todo):
+                finish(w, seed, out, json.dumps(next(j for j in todo if j[:2] == (w, seed))))
     else:
-        for job in jobs:
+        for job in todo:
             w, seed, out = run_unit(job)
-            units[w][seed] = out
-            _progress(w, seed, out, t0)
+            finish(w, seed, out, json.dumps(job))
     total = time.perf_counter() - t0
 
     results = {}
@@ -315,11 +338,11 @@ def main() -> None:
             "load_avg": os.getloadavg(),
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(report, indent=1))
+    partial.unlink(missing_ok=True)
     print(
         f"wall {total:.0f} s with {args.workers} worker(s); {cpu:.0f} CPU-seconds in all (one thread per worker: on "
-        f"an idle 2-core machine about {cpu / 2:.0f} s with 2 workers); wrote {RESULTS}"
+        f"an idle 2-core machine about {cpu / 2:.0f} s with 2 workers); wrote {path}"
     )
 
 
