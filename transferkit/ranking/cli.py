@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _limit(text: str) -> int | None:
-    if text.strip().lower() in ("none", "null", "0"):
+    if text.strip().lower() in ("none", "null"):
         return None
     try:
         return int(text)
