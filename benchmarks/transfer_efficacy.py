@@ -11,10 +11,10 @@ Images are resized whole to 64 px (CPU time; at 32 px Lite0 lost 8-11 points, se
 
 Contenders, each on the same splits (drawn with the run's seed):
 - ``tk``: ``tk.finetune`` given only data, backbone and weights (images: plus ``image_size`` for CPU time and
-  ``train_transforms="none"``, as the README says for digits; the plain side does not flip either). With
-  ``--options recommended`` the proposed defaults (PROPOSED below: a batch size from the training-set size and a
-  minimum number of optimizer steps) are resolved for the run's training set and passed explicitly, until the task
-  defaults carry them.
+  ``train_transforms="none"``, as the README says for digits; the plain side does not flip either). The task
+  defaults size the batch and the run from the training set (``batch_size="auto"``, ``epochs="auto"``);
+  ``--options recommended`` passes the same numbers explicitly (PROPOSED below, computed here), ``--options lr_auto``
+  runs the defaults with ``lr="auto"`` (the LR range test) instead of the default rate.
 - ``plain``: ``benchmarks/plain_reference.py``: AdamW on every weight at the standard LR of the domain (vision
   1e-3, text 5e-5), warmup + cosine (vision) / linear (text), the same epochs and batch size as tk's run, the final
   model tested (no selection on val).
@@ -188,14 +188,18 @@ def run_plain(workload: str, root: Path, seed: int, epochs: int, batch_size: int
 
 def run_unit(job: tuple[str, int, bool, bool, bool]) -> tuple[str, int, dict[str, dict]]:
     """Every contender of one (workload, seed) on the same split: tk, plain (tk's epochs/batch), scratch, LR range."""
-    workload, seed, recommended, quick, lr_range = job
+    workload, seed, mode, quick, lr_range = job
+    mode = {True: "recommended", False: "defaults"}.get(mode, mode)
     torch.set_num_threads(1)
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix=f"tk-eff-{workload}-") as tmp:
         root = write_data(workload, seed, Path(tmp) / "data", quick)
-        options = recommended_options(domain(workload), _train_size(workload, root)) if recommended else {}
+        if mode == "recommended":
+            options = recommended_options(domain(workload), _train_size(workload, root))
+        else:
+            options = {"lr": "auto"} if mode == "lr_auto" else {}
         # the LR range varies lr alone; the other options stay as they are
-        lr_given = "lr" in options and not recommended
+        lr_given = "lr" in options and mode != "recommended"
         out["tk"] = run_tk(workload, root, seed, options)
         out["plain"] = run_plain(workload, root, seed, out["tk"]["epochs"], out["tk"]["batch_size"])
         out["scratch"] = run_tk(workload, root, seed, options, pretrained=False)
@@ -236,7 +240,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    ap.add_argument("--options", choices=("defaults", "recommended"), default="defaults")
+    ap.add_argument(
+        "--options",
+        choices=("defaults", "recommended", "lr_auto"),
+        default="defaults",
+        help="tk's defaults; the proposed ones spelled out (now the defaults); or lr='auto' (the LR range test)",
+    )
     ap.add_argument("--quick", action="store_true", help="one seed, a quarter of the test images, no LR range")
     ap.add_argument("--no-lr-range", action="store_true")
     ap.add_argument(
@@ -251,10 +260,10 @@ def main() -> None:
     seeds = args.seeds[:1] if args.quick else args.seeds
     if not args.quick and len(seeds) < 3:
         ap.error("medians need at least 3 seeds (or --quick)")
-    lr_range = not (args.quick or args.no_lr_range)
+    lr_range = not (args.quick or args.no_lr_range or args.options == "lr_auto")
     # the text units are the longest: start them first so that the workers finish together
     order = sorted(args.workloads, key=lambda w: domain(w) != "text")
-    jobs = [(w, seed, args.options == "recommended", args.quick, lr_range) for w in order for seed in seeds]
+    jobs = [(w, seed, args.options, args.quick, lr_range) for w in order for seed in seeds]
     path = RESULTS if args.options == "defaults" else RESULTS.with_name(f"{RESULTS.stem}_{args.options}.json")
     if args.quick:
         path = path.with_name(f"{path.stem}_quick.json")

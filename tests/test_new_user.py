@@ -99,6 +99,24 @@ def test_keep_resume_state_false_leaves_only_what_load_needs(data_dir, tmp_path)
     assert tk.load(out).predict([str(next(data_dir.rglob("*.png")))])[0]["label"] in {"red", "green", "blue"}
 
 
+def test_best_weights_are_one_file_with_the_final_weights_and_resume_still_works(data_dir, tmp_path):
+    out = tmp_path / "linked"
+    opts = dict(output_dir=str(out), quiet=True, **FAST)
+    tk.finetune("image-classification", data=str(data_dir), epochs=2, **opts)
+    final, best = out / "model.safetensors", out / "checkpoints" / "best" / "model.safetensors"
+    assert final.stat().st_ino == best.stat().st_ino  # a hard link: the weights are on disk once
+    before = final.read_bytes()
+    # training on replaces the files (never writes through the link), so each stays whole and verified
+    res = tk.finetune("image-classification", data=str(data_dir), epochs=4, resume=True, **opts)
+    assert len(res.history) == 4
+    assert tk.load(out).predict([str(next(data_dir.rglob("*.png")))])[0]["label"] in {"red", "green", "blue"}
+    if res.best_epoch <= 2:
+        assert final.read_bytes() == before
+    from transferkit.engine.checkpoint import verify
+
+    assert verify(best.parent) is None
+
+
 # --- mistakes: one clear line, before training --------------------------------------------------------------------
 def test_a_text_backbone_for_an_image_task(data_dir, bert_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"is a hf: backbone, which serves text-classification.*timm:, tv:"):

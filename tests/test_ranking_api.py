@@ -337,15 +337,29 @@ def test_cli_ranks_and_writes_files(folder, tmp_path, capsys):
     assert {r["name"] for r in report["rows"]} == {"timm:test_resnet (random init)", "effnet"}
 
 
-def test_cli_errors_exit_with_status_2(folder, capsys):
-    assert rank_cli(["image-classification", "--data", str(folder), "timm:resnet_10t", "image_size=32"]) == 2
+def test_cli_errors_exit_with_status_1(folder, capsys):
+    assert rank_cli(["image-classification", "--data", str(folder), "timm:resnet_10t", "image_size=32"]) == 1
     assert "Did you mean" in capsys.readouterr().err
-    assert rank_cli(["image-classification", "--data", str(folder), "image_size=32"]) == 2
+    assert rank_cli(["image-classification", "--data", str(folder), "image_size=32"]) == 1
     assert "at least one candidate" in capsys.readouterr().err
-    assert rank_cli(["image-classification", "--data", str(folder), "resnet18"]) == 2
+    assert rank_cli(["image-classification", "--data", str(folder), "resnet18"]) == 1
     assert "neither a candidate" in capsys.readouterr().err
 
 
 def test_docstring_examples():
     failures, _ = doctest.testmod(api, optionflags=doctest.ELLIPSIS)
     assert failures == 0
+
+
+def test_transferkit_rank_as_users_type_it(folder, tmp_path, capsys):
+    from transferkit.cli import main
+
+    argv = ["rank", "image-classification", "--data", str(folder), "timm:test_resnet", "timm:test_efficientnet",
+            "--pretrained", "false", "--method", "knn", "--output-dir", str(tmp_path / "r"),
+            "image_size=32"]  # fmt: skip
+    assert main(argv) == 0
+    assert "ranked by knn" in capsys.readouterr().out
+    assert (tmp_path / "r" / "ranking.csv").is_file()
+    assert main(["rank", "image-classification", "--data", str(tmp_path / "nowhere"), "timm:test_resnet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0]

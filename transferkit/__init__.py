@@ -21,6 +21,7 @@ from .errors import (
 )
 from .heads import list_heads, register_head
 from .models import TransferModel, create_model
+from .ranking import RankingResult, rank_backbones
 from .registry import Registry
 from .tasks import list_tasks
 
@@ -40,6 +41,7 @@ __all__ = [
     "GradualUnfreeze",
     "NoFreeze",
     "Predictor",
+    "RankingResult",
     "Registry",
     "TopLayers",
     "TrainingError",
@@ -57,5 +59,6 @@ __all__ = [
     "list_tasks",
     "load",
     "pretrain",
+    "rank_backbones",
     "register_head",
 ]

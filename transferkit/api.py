@@ -262,10 +262,11 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
     from accelerate.utils import set_seed
 
     from .artifacts import WEIGHTS_FILE, write_meta
-    from .engine.checkpoint import save_weights
+    from .engine.checkpoint import link_if_identical, save_weights
     from .engine.freezing import resolve_freeze
     from .engine.loop import Trainer, make_accelerator
     from .engine.progress import log
+    from .engine.run_length import resolve_run_length
     from .engine.rundir import RunLock, drop_aside, prepare_folder, read_status, restore_aside
 
     out = Path(cfg.output_dir or _default_output_dir(task_name))
@@ -289,9 +290,14 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         raw = task.read_data(data)
         fp = run_fingerprint(task_name, cfg, opts, task.labels, task.data_fingerprint(raw))
         if previous is not None:
-            _check_resume(out, previous, fp, cfg)
+            _check_resume(out, previous, fp)
         model = task.build_model(raw)
         splits = task.build_datasets(raw)
+        # batch_size / epochs "auto": numbers from the training-set size, before anything reads them
+        cfg = resolve_run_length(cfg, task_cls, len(splits.train), accelerator.num_processes)
+        task.config = cfg
+        if previous is not None:
+            _check_more_epochs(out, previous, cfg)
         t_data = time.perf_counter() - t0
         trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator, fingerprint=fp)
         trainer.prepare_resume()  # the checkpoint is whole and of this run, before transferkit.json is rewritten
@@ -307,6 +313,8 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         best_epoch = None if outcome.best_epoch is None else outcome.best_epoch + 1
         if is_main:
             save_weights(model, out / WEIGHTS_FILE)
+            if outcome.best_checkpoint:  # one copy on disk when the final weights are the best epoch's
+                link_if_identical(out / WEIGHTS_FILE, Path(outcome.best_checkpoint))
             task.save_extra(model, str(out))
             _write_artifacts(out, outcome)
             _write_lr_schedule(out, outcome.lr_trace)
@@ -380,8 +388,8 @@ def _last_checkpoint(out: Path) -> Path | None:
     return latest_complete(out / "checkpoints")[0]
 
 
-def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], cfg: FinetuneConfig) -> None:
-    """Refuses to resume a different run (before any file is touched) and a finished one with nothing left to do."""
+def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any]) -> None:
+    """Refuses to resume a different run (before any file is touched)."""
     from .engine.rundir import compare
 
     saved = previous.get("fingerprint")
@@ -402,6 +410,9 @@ def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], cfg: 
             "original options and data, pass overwrite=True to start a new run there, or choose another output_dir. "
             f"(Options that may change on resume: {', '.join(RESUMABLE_CHANGES[:6])}, ...)"
         )
+
+
+def _check_more_epochs(out: Path, previous: dict, cfg: FinetuneConfig) -> None:
     if previous.get("status") == "finished":
         done = int(previous.get("epochs_run") or previous.get("config", {}).get("epochs") or 0)
         if cfg.epochs <= done:

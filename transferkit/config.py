@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from .errors import ConfigError
 
@@ -56,9 +56,9 @@ class FinetuneConfig:
     head_kwargs: Mapping[str, Any] = field(default_factory=dict)  # extra arguments for the head factory
     output_dir: str | None = None  # where the run is written (default runs/<task>-<time>)
     # optimisation
-    epochs: int = 10  # passes over the training data
+    epochs: int | Literal["auto"] = 10  # passes over the data; "auto": enough for the task's minimum optimizer steps
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs, benchmarks)
-    batch_size: int = 32  # training batch size (per process)
+    batch_size: int | Literal["auto"] = 32  # training batch size (per process); "auto": from the training-set size
     eval_batch_size: int | None = None  # None: 2 x batch_size (no gradients are kept during evaluation)
     lr: float | str = 1e-3  # learning rate of the pretrained weights; "auto": an LR range test picks it
     head_lr_mult: float = 1.0  # new layers (head, neck, decoder) train at lr * head_lr_mult
@@ -104,8 +104,12 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         from .engine.freezing import resolve_freeze
 
-        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                _check(value == "auto", name, value, "an integer >= 1, or 'auto'")
+            else:
+                _check(value >= 1, name, value, "an integer >= 1, or 'auto'")
         if isinstance(self.lr, str):
             _check(self.lr == "auto", "lr", self.lr, "a positive float such as 1e-3, or 'auto'")
         else:
@@ -313,6 +317,11 @@ def _convert(name: str, value: Any, tp: Any) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{name}={value!r} is invalid; expected {_describe(tp)}.")
+    if origin is Literal:
+        for choice in typing.get_args(tp):
+            if value == choice or (isinstance(value, str) and value.strip().lower() == str(choice)):
+                return choice
+        raise ConfigError(f"{name}={value!r} is invalid; expected {_describe(tp)}.")
     if tp is type(None):
         if value is None:
             return None
@@ -362,6 +371,8 @@ def _convert(name: str, value: Any, tp: Any) -> Any:
 
 
 def _strictness(tp: Any) -> int:
+    if typing.get_origin(tp) is Literal:
+        return 3
     return {bool: 0, int: 1, float: 2, str: 4}.get(tp, 3)
 
 
@@ -378,7 +389,12 @@ def _number(value: Any) -> float | int | None:
 
 def _describe(tp: Any) -> str:
     names = []
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(c) for c in typing.get_args(tp))
     for m in typing.get_args(tp):
+        if typing.get_origin(m) is Literal:
+            names.append(_describe(m))
+            continue
         names.append({type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}
                      .get(m, getattr(m, "__name__", str(m))))  # fmt: skip
     return " or ".join(names)

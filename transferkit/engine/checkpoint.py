@@ -97,6 +97,25 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def link_if_identical(keep: Path, duplicate: Path) -> bool:
+    """Replaces `duplicate` by a hard link to `keep` when the two files hold the same bytes: the final weights and
+    the best epoch's are usually one file twice. Safe because every weights file is written by renaming a new file
+    into place, which never changes a linked copy. False (nothing changed) when they differ or links fail."""
+    try:
+        if os.path.samefile(keep, duplicate):
+            return True
+        if keep.stat().st_size != duplicate.stat().st_size or sha256(keep) != sha256(duplicate):
+            return False
+        tmp = duplicate.with_name(duplicate.name + ".link")
+        tmp.unlink(missing_ok=True)
+        os.link(keep, tmp)
+        tmp.replace(duplicate)
+        return True
+    except OSError:  # no such file, or a file system without hard links
+        duplicate.with_name(duplicate.name + ".link").unlink(missing_ok=True)
+        return False
+
+
 def _as_os_error(error: Exception, path: Path) -> Exception:
     """safetensors reports a failed write (a full disk, a file size limit) as ``SafetensorError("... I/O error: No
     space left on device (os error 28)")``: the OSError it stands for, so callers handle every failed write alike."""

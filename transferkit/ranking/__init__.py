@@ -7,6 +7,18 @@ Example:
     ['hscore', 'knn', 'linear_probe', 'logme', 'sfda']
 """
 
+from .api import RankingResult, rank_backbones
 from .scores import INVARIANCES, SCORES, hscore, knn_accuracy, linear_probe_accuracy, logme, score, sfda
 
-__all__ = ["INVARIANCES", "SCORES", "hscore", "knn_accuracy", "linear_probe_accuracy", "logme", "score", "sfda"]
+__all__ = [
+    "INVARIANCES",
+    "SCORES",
+    "RankingResult",
+    "rank_backbones",
+    "hscore",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+    "logme",
+    "score",
+    "sfda",
+]

@@ -144,9 +144,9 @@ def rank_cli(argv: Sequence[str] | None = None) -> int:
         )
         if args.json:
             print(json.dumps(result.to_dict(), indent=2))
-    except TransferkitError as e:
+    except TransferkitError as e:  # a user error: one line, exit 1 (argparse's usage errors exit 2), as every command
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

