@@ -72,8 +72,14 @@ class Task:
         return fingerprint(repr(raw))
 
     def describe_data(self, raw: Any) -> dict[str, Any]:
-        """Split sizes and facts for the start-up summary, e.g. ``{"train": 180, "val": 20, "classes": 3}``."""
-        return {}
+        """Split sizes and facts for the start-up summary, e.g. ``{"splits": {"train": 180, "val": 20}, "classes":
+        3, "note": "val carved from train"}``. This default reads ``raw.splits`` (name -> sized source) and
+        ``raw.val_from_train`` where the task's raw data has them."""
+        splits = getattr(raw, "splits", None)
+        if splits is None:
+            return {}
+        note = "val carved from train" if getattr(raw, "val_from_train", False) else ""
+        return {"splits": {name: len(src) for name, src in splits.items()}, "classes": len(self.labels), "note": note}
 
     # --- phase 2: model -----------------------------------------------------------------------------------
     def build_model(self, raw: Any = None) -> nn.Module:

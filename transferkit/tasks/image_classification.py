@@ -98,11 +98,6 @@ class ImageClassificationTask(Task):
         items = train.paths if train.paths is not None else [len(train), repr(type(train.dataset).__name__)]
         return fingerprint(self.labels, items, train.targets)
 
-    def describe_data(self, raw: Any) -> dict[str, Any]:
-        sizes = {name: len(src) for name, src in raw.splits.items()}
-        note = "val carved from train" if raw.val_from_train else ""
-        return {"splits": sizes, "classes": len(self.labels), "note": note}
-
     # --- phase 2: model -----------------------------------------------------------------------------------
     def build_model(self, raw: Any = None) -> nn.Module:
         from ..models import check_output_width, create_model

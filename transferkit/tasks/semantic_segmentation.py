@@ -127,11 +127,6 @@ class SemanticSegmentationTask(Task):
         items = train.pairs if train.pairs is not None else [len(train), type(train.dataset).__name__]
         return fingerprint(self.labels, raw.ignore_index, items, self.reader.state() if self.reader else None)
 
-    def describe_data(self, raw: Any) -> dict[str, Any]:
-        sizes = {name: len(src) for name, src in raw.splits.items()}
-        note = "val carved from train" if raw.val_from_train else ""
-        return {"splits": sizes, "classes": len(self.labels), "note": note}
-
     # --- phase 2: model -----------------------------------------------------------------------------------
     def build_model(self, raw: Any = None) -> nn.Module:
         from ..models import create_model
