@@ -76,7 +76,7 @@ LR_RANGE = {"image": (3e-4, 1e-3, 3e-3), "text": (2e-5, 5e-5, 2e-4)}
 # - epochs: max(min_epochs, ceil(min_steps / steps per epoch)): small sets get enough optimizer steps;
 # - lr (the pretrained weights' rate) and head_lr_mult as measured.
 PROPOSED: dict[str, dict] = {
-    "image": {"lr": 1e-3, "head_lr_mult": 1.0, "batch": (8, 32), "min_steps": 250, "min_epochs": 10},
+    "image": {"lr": 1e-3, "head_lr_mult": 1.0, "batch": (8, 32), "min_steps": 500, "min_epochs": 10},
     "text": {"lr": 5e-5, "head_lr_mult": 20.0, "batch": (16, 32), "min_steps": 100, "min_epochs": 3},
 }
 

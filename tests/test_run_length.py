@@ -23,12 +23,12 @@ def test_doctests():
 @pytest.mark.parametrize(
     ("n", "batch", "epochs"),
     [
-        (50, 8, 42),  # 6 steps an epoch: 42 epochs reach 250 steps
-        (200, 8, 10),  # 25 steps an epoch: the 10-epoch floor already gives 250
-        (400, 16, 10),
-        (639, 16, 10),
-        (640, 32, 13),  # 20 steps an epoch
-        (100_000, 32, 10),
+        (50, 8, 84),  # 6 steps an epoch: 84 epochs reach 500 steps
+        (200, 8, 20),  # 25 steps an epoch
+        (400, 16, 20),
+        (639, 16, 13),  # 39 steps an epoch
+        (640, 32, 25),  # 20 steps an epoch
+        (100_000, 32, 10),  # 3,125 steps an epoch: the 10-epoch floor
         (3, 8, 100),  # fewer images than a batch: one step an epoch, capped at 100 epochs
     ],
 )
@@ -52,7 +52,7 @@ def test_numbers_given_are_kept_and_accumulation_counts():
     cfg = tk.FinetuneConfig(batch_size=4, epochs="auto", grad_accum_steps=2)
     assert resolve_run_length(cfg, task, 1000).epochs == 10
     cfg = tk.FinetuneConfig(batch_size=64, epochs="auto", grad_accum_steps=4)
-    assert resolve_run_length(cfg, task, 1000).epochs == 63  # 15 batches -> 4 steps an epoch
+    assert resolve_run_length(cfg, task, 1000).epochs == 100  # 15 batches -> 4 steps an epoch: 125, capped
     # batch_size is per process: two processes see half the data each
     assert resolve_run_length(tk.FinetuneConfig(batch_size="auto"), task, 700, num_processes=2).batch_size == 16
 
@@ -74,7 +74,7 @@ def test_defaults_resolve_in_the_run_and_are_recorded(tmp_path):
     config = json.loads((tmp_path / "run" / "transferkit.json").read_text())["config"]
     n_train = 36 - round(36 * 0.1)
     assert config["batch_size"] == 8
-    assert config["epochs"] == auto_epochs(n_train, 8, min_steps=250, min_epochs=10)
+    assert config["epochs"] == auto_epochs(n_train, 8, min_steps=500, min_epochs=10)
     assert len(res.history) >= 1
 
 

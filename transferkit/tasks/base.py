@@ -54,7 +54,7 @@ class Task:
     modality: ClassVar[str] = ""  # "image" or "text": which backbones fit
     # batch_size="auto" / epochs="auto" (engine/run_length.py): batch bounds, minimum optimizer steps and epochs
     auto_batch_bounds: ClassVar[tuple[int, int]] = (8, 32)
-    min_steps: ClassVar[int] = 250
+    min_steps: ClassVar[int] = 500
     min_epochs: ClassVar[int] = 10
 
     def __init__(self, config: FinetuneConfig, options: Any = None) -> None:
