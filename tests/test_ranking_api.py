@@ -363,3 +363,13 @@ def test_transferkit_rank_as_users_type_it(folder, tmp_path, capsys):
     assert main(["rank", "image-classification", "--data", str(tmp_path / "nowhere"), "timm:test_resnet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere" in err[0]
+
+
+def test_rank_flags_given_as_options_and_debug(folder, capsys):
+    from transferkit.cli import main
+
+    argv = ["rank", "image-classification", "--data", str(folder), "timm:test_resnet", "device=cpu"]
+    assert main(argv) == 1
+    assert "device is a flag of `transferkit rank`: write --device cpu" in capsys.readouterr().err
+    with pytest.raises(UnknownNameError):
+        main(["--debug", "rank", "image-classification", "--data", str(folder), "timm:resnet_10t", "image_size=32"])

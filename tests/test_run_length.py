@@ -111,3 +111,31 @@ def test_bad_values_say_what_is_expected(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "batch_size='autp' is invalid" in err[0]
+
+
+def test_resume_keeps_the_batch_auto_chose(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=12)
+    opts = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, quiet=True, report=False,
+                output_dir=str(tmp_path / "run"))  # fmt: skip
+    tk.finetune("image-classification", data=str(data), epochs=1, **opts)  # batch_size "auto" -> 8
+    saved = json.loads((tmp_path / "run" / "transferkit.json").read_text())
+    assert saved["fingerprint"]["batch_size"] == saved["config"]["batch_size"] == 8
+    res = tk.finetune("image-classification", data=str(data), epochs=2, resume=True, **opts)
+    assert len(res.history) == 2
+    # the number auto chose is the same run; another number is not
+    res = tk.finetune("image-classification", data=str(data), epochs=3, resume=True, batch_size=8, **opts)
+    assert len(res.history) == 3
+    with pytest.raises(ConfigError, match=r"batch_size: 8 -> 16"):
+        tk.finetune("image-classification", data=str(data), epochs=4, resume=True, batch_size=16, **opts)
+
+
+def test_auto_is_refused_where_it_was_not_measured(tmp_path):
+    cfg = tk.FinetuneConfig(batch_size="auto")
+    with pytest.raises(ConfigError, match=r"batch_size='auto'.*image and text classification only.*batch_size=8"):
+        resolve_run_length(cfg, get_task("semantic-segmentation"), 100)
+
+
+def test_bools_are_not_numbers():
+    for bad in (True, 2.5):
+        with pytest.raises(ConfigError, match="an integer >= 1, or 'auto'"):
+            tk.FinetuneConfig(epochs=bad)

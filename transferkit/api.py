@@ -289,15 +289,23 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         t0 = time.perf_counter()
         raw = task.read_data(data)
         fp = run_fingerprint(task_name, cfg, opts, task.labels, task.data_fingerprint(raw))
-        if previous is not None:
-            _check_resume(out, previous, fp)
+        auto_batch, auto_epochs = cfg.batch_size == "auto", cfg.epochs == "auto"
+        if previous is not None:  # before the model is built; what "auto" becomes is checked once it is known
+            _check_resume(out, previous, fp, ignore=("batch_size",) if auto_batch else ())
+            if not auto_epochs:
+                _check_more_epochs(out, previous, cfg)
         model = task.build_model(raw)
         splits = task.build_datasets(raw)
-        # batch_size / epochs "auto": numbers from the training-set size, before anything reads them
+        # batch_size / epochs "auto": numbers from the training-set size, before anything reads them; the
+        # fingerprint holds the batch actually used, so a resume must run with the same one
         cfg = resolve_run_length(cfg, task_cls, len(splits.train), accelerator.num_processes)
         task.config = cfg
+        fp["batch_size"] = cfg.batch_size
         if previous is not None:
-            _check_more_epochs(out, previous, cfg)
+            if auto_batch:
+                _check_resume(out, previous, fp)
+            if auto_epochs:
+                _check_more_epochs(out, previous, cfg)
         t_data = time.perf_counter() - t0
         trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator, fingerprint=fp)
         trainer.prepare_resume()  # the checkpoint is whole and of this run, before transferkit.json is rewritten
@@ -388,8 +396,8 @@ def _last_checkpoint(out: Path) -> Path | None:
     return latest_complete(out / "checkpoints")[0]
 
 
-def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any]) -> None:
-    """Refuses to resume a different run (before any file is touched)."""
+def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], ignore: tuple[str, ...] = ()) -> None:
+    """Refuses to resume a different run (before any file is touched); `ignore`: keys not known yet."""
     from .engine.rundir import compare
 
     saved = previous.get("fingerprint")
@@ -403,7 +411,9 @@ def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any]) -> No
             f"{out} holds a run written without a resume fingerprint (an older transferkit); it cannot be resumed "
             "safely. Pass overwrite=True to start again."
         )
-    diffs = compare(saved, fp)
+    diffs = compare(
+        {k: v for k, v in saved.items() if k not in ignore}, {k: v for k, v in fp.items() if k not in ignore}
+    )
     if diffs:
         raise ConfigError(
             f"resume=True, but this is not the run in {out}; these differ: {'; '.join(diffs[:8])}. Resume with the "

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     debug = bool(argv) and argv[0] == "--debug"
     if argv[int(debug) : int(debug) + 1] == ["rank"]:  # `rank` parses its own arguments
-        return _guard(lambda: _rank(argv[int(debug) + 1 :]), debug)
+        return _guard(lambda: _rank(argv[int(debug) + 1 :], debug), debug)
     # key=value overrides may come before or after the flags
     args, extra = parser.parse_known_args(argv)
     if args.command in ("finetune", "pretrain"):
@@ -164,10 +164,10 @@ def _guard(fn, debug: bool) -> int:
         return 0
 
 
-def _rank(argv: list[str]) -> int:
+def _rank(argv: list[str], debug: bool = False) -> int:
     from .ranking.cli import rank_cli
 
-    return rank_cli(argv)
+    return rank_cli(argv, debug=debug)
 
 
 def _dispatch(args) -> int:

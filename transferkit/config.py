@@ -109,7 +109,8 @@ class FinetuneConfig:
             if isinstance(value, str):
                 _check(value == "auto", name, value, "an integer >= 1, or 'auto'")
             else:
-                _check(value >= 1, name, value, "an integer >= 1, or 'auto'")
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+                _check(ok, name, value, "an integer >= 1, or 'auto'")
         if isinstance(self.lr, str):
             _check(self.lr == "auto", "lr", self.lr, "a positive float such as 1e-3, or 'auto'")
         else:

@@ -38,7 +38,8 @@ from typing import Any
 
 AUTO = "auto"
 STEPS_PER_EPOCH = 20  # "auto" batch: the largest power of two that still gives about this many steps an epoch
-MAX_AUTO_EPOCHS = 100  # a very small set (a few batches) would otherwise need hundreds of epochs for min_steps
+MAX_AUTO_EPOCHS = 100  # a very small set (a few batches) would otherwise need hundreds of epochs for min_steps (so
+# under 5 steps an epoch, an image run has fewer than min_steps steps)
 
 
 def auto_batch_size(n_train: int, bounds: tuple[int, int]) -> int:
@@ -64,6 +65,15 @@ def resolve_run_length(cfg: Any, task_cls: Any, n_train: int, num_processes: int
     over `num_processes`; batch_size is per process). Unchanged when both are numbers."""
     if cfg.batch_size != AUTO and cfg.epochs != AUTO:
         return cfg
+    if task_cls.auto_batch_bounds is None:
+        from ..errors import ConfigError
+
+        given = [f"{k}='auto'" for k in ("batch_size", "epochs") if getattr(cfg, k) == AUTO]
+        raise ConfigError(
+            f"{' and '.join(given)}: an automatic run length is measured for image and text classification only; "
+            f"pass a number for {task_cls.name} (its defaults: batch_size={task_cls.defaults.get('batch_size', 32)}, "
+            f"epochs={task_cls.defaults.get('epochs', 10)})."
+        )
     per_process = max(1, n_train // max(1, num_processes))
     batch = cfg.batch_size
     if batch == AUTO:

@@ -95,8 +95,14 @@ def _read_candidates(path: str) -> list[Any]:
     return loaded
 
 
-def rank_cli(argv: Sequence[str] | None = None) -> int:
-    """Runs ``transferkit rank``; `argv` are the arguments after ``rank``. Returns the exit status.
+# rank_backbones' own arguments, given as flags (a key=value of the same name would reach it twice)
+_FLAGS = ("pretrained", "method", "max_samples", "max_per_class", "split", "batch_size", "device", "output_dir",
+          "config", "data", "candidates", "quiet", "return_features")  # fmt: skip
+
+
+def rank_cli(argv: Sequence[str] | None = None, debug: bool = False) -> int:
+    """Runs ``transferkit rank``; `argv` are the arguments after ``rank``. Returns the exit status; with `debug`,
+    errors raise (``transferkit --debug rank ...`` shows the traceback).
 
     Example:
         >>> rank_cli(["image-classification", "--data", "data/digits", "timm:resnet18", "image_size=64"])
@@ -115,6 +121,11 @@ def rank_cli(argv: Sequence[str] | None = None) -> int:
                 candidates.append(_candidate(item))
             elif "=" in item:
                 key, value = parse_override(item)
+                if key in _FLAGS:
+                    flag = "--" + key.replace("_", "-")
+                    raise ConfigError(
+                        f"{key} is a flag of `transferkit rank`: write {flag} {value} instead of {item}."
+                    )
                 options[key] = value
             else:
                 raise ConfigError(
@@ -145,6 +156,8 @@ def rank_cli(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result.to_dict(), indent=2))
     except TransferkitError as e:  # a user error: one line, exit 1 (argparse's usage errors exit 2), as every command
+        if debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -52,8 +52,9 @@ class Task:
     default_head: ClassVar[str] = "linear"
     batchnorm: ClassVar[str] = "eval-when-frozen"  # the task's BatchNorm policy for batchnorm="auto"
     modality: ClassVar[str] = ""  # "image" or "text": which backbones fit
-    # batch_size="auto" / epochs="auto" (engine/run_length.py): batch bounds, minimum optimizer steps and epochs
-    auto_batch_bounds: ClassVar[tuple[int, int]] = (8, 32)
+    # batch_size="auto" / epochs="auto" (engine/run_length.py): batch bounds, minimum optimizer steps and epochs;
+    # None: not measured for this task, so "auto" is refused
+    auto_batch_bounds: ClassVar[tuple[int, int] | None] = None
     min_steps: ClassVar[int] = 500
     min_epochs: ClassVar[int] = 10
 

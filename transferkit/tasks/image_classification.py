@@ -68,7 +68,9 @@ class ImageClassificationTask(Task):
     #   BatchNorm at batch 8 x 10 epochs (mnist): batch statistics as usual 0.940, the ImageNet statistics kept
     #   (eval mode) 0.930; at batch 32, re-estimating them on the target before training 0.877 / 0.933 vs eval mode
     #   0.883 / 0.910. The small-batch run length does better than either, so there is no re-estimation step.
+    auto_batch_bounds = (8, 32)
     min_steps = 500
+    min_epochs = 10
     defaults = {"lr": 1e-3, "head_lr_mult": 1.0, "batch_size": "auto", "epochs": "auto"}
     monitor = "val/accuracy"
     monitor_mode = "max"
