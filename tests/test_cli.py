@@ -92,3 +92,47 @@ def test_predict_output_for_segmentation_and_detection(tmp_path, capsys):
     coco = json.loads((tmp_path / "det.coco.json").read_text())
     assert coco["images"] == [{"id": 1, "file_name": str(image)}]
     assert coco["results"] and all(r["category_id"] in (1, 3, 7) and len(r["bbox"]) == 4 for r in coco["results"])
+
+
+def test_stranger_mistakes_end_in_one_line(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", per_class=6)
+    out = tmp_path / "run"
+    base = ["finetune", "image-classification", "--data", str(data), "--backbone", "timm:test_resnet",
+            "--output-dir", str(out), "pretrained=false", "image_size=32", "quiet=true", "report=false"]  # fmt: skip
+    for extra, said in [
+        (["head_kwargs={hiden: 3}"], "does not take head_kwargs ['hiden']"),
+        (["head=mlp", "head_kwargs={hiden: 3}"], "did you mean 'hidden'"),
+        (["head=mlp", "head_kwargs={hidden: abc}"], "could not be built with head_kwargs"),
+        (["overwrite=true", "resume=true"], "contradict each other"),
+    ]:
+        assert main(base + extra) == 1, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (extra, err)
+    assert main(base + ["epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), str(data), "--output", str(tmp_path)]) == 1
+    assert "is a folder; give a file name" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--data", str(data), "--output", str(tmp_path / "no" / "m.json")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    # a resume that differs in a task option names that option
+    assert main(base + ["epochs=2", "resume=true", "label_smoothing=0.1"]) == 1
+    assert "task_options.label_smoothing: 0.0 -> 0.1" in capsys.readouterr().err
+
+
+def test_data_and_task_as_overrides_as_the_readme_writes_them(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", per_class=6)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: image-classification\nbackbone: timm:test_resnet\npretrained: false\nimage_size: 32\n"
+                   "epochs: 1\nquiet: true\nreport: false\n")  # fmt: skip
+    assert main(["finetune", "--config", str(cfg), f"data={data}", f"output_dir={tmp_path / 'a'}"]) == 0
+    assert main(["finetune", "--config", str(cfg), "task=image-classification", f"data={data}",
+                 f"output_dir={tmp_path / 'b'}"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(cfg), "--data", str(data), f"data={data}"]) == 1
+    assert "data is given twice" in capsys.readouterr().err
+
+
+def test_options_shows_the_tasks_own_defaults(capsys):
+    assert main(["options", "image-classification"]) == 0
+    printed = capsys.readouterr().out
+    assert "  epochs=auto " in printed and "  batch_size=auto " in printed

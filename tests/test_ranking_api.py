@@ -373,3 +373,10 @@ def test_rank_flags_given_as_options_and_debug(folder, capsys):
     assert "device is a flag of `transferkit rank`: write --device cpu" in capsys.readouterr().err
     with pytest.raises(UnknownNameError):
         main(["--debug", "rank", "image-classification", "--data", str(folder), "timm:resnet_10t", "image_size=32"])
+
+
+def test_output_dir_that_is_a_file(folder, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        rank_backbones("image-classification", str(folder), ["timm:test_resnet"], pretrained=False, output_dir=f)

@@ -139,3 +139,16 @@ def test_bools_are_not_numbers():
     for bad in (True, 2.5):
         with pytest.raises(ConfigError, match="an integer >= 1, or 'auto'"):
             tk.FinetuneConfig(epochs=bad)
+
+
+def test_resume_without_numbers_keeps_the_runs_own(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=12)
+    opts = dict(backbone="timm:test_resnet", pretrained=False, image_size=32, quiet=True, report=False,
+                output_dir=str(tmp_path / "run"))  # fmt: skip
+    tk.finetune("image-classification", data=str(data), epochs=2, batch_size=16, **opts)
+    # "auto" on resume means the run's numbers: batch 16 is not refused, and 2 epochs are done
+    with pytest.raises(ConfigError, match="finished after 2 epoch"):
+        tk.finetune("image-classification", data=str(data), resume=True, **opts)
+    res = tk.finetune("image-classification", data=str(data), resume=True, epochs=3, **opts)
+    assert len(res.history) == 3
+    assert json.loads((tmp_path / "run" / "transferkit.json").read_text())["config"]["batch_size"] == 16

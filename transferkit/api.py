@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from .config import FinetuneConfig, coerce, resolve_options, split_known
-from .errors import ArtifactError, ConfigError, TransferkitError, WeightsError
+from .errors import ArtifactError, ConfigError, TransferkitError, UnknownNameError, WeightsError
 
 # Options whose change on resume is allowed (they do not change what the run has learned so far).
 RESUMABLE_CHANGES = (
@@ -288,6 +288,9 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         task = task_cls(cfg, opts)
         t0 = time.perf_counter()
         raw = task.read_data(data)
+        if previous is not None:
+            cfg = _keep_run_length(cfg, previous)
+            task.config = cfg
         fp = run_fingerprint(task_name, cfg, opts, task.labels, task.data_fingerprint(raw))
         auto_batch, auto_epochs = cfg.batch_size == "auto", cfg.epochs == "auto"
         if previous is not None:  # before the model is built; what "auto" becomes is checked once it is known
@@ -422,6 +425,15 @@ def _check_resume(out: Path, previous: dict[str, Any], fp: dict[str, Any], ignor
         )
 
 
+def _keep_run_length(cfg: FinetuneConfig, previous: dict[str, Any]) -> FinetuneConfig:
+    """On resume, "auto" batch_size / epochs mean the numbers the run was started with (a number given now wins)."""
+    saved = previous.get("config") or {}
+    keep = {
+        k: saved[k] for k in ("batch_size", "epochs") if getattr(cfg, k) == "auto" and isinstance(saved.get(k), int)
+    }
+    return cfg.replace(**keep) if keep else cfg
+
+
 def _check_more_epochs(out: Path, previous: dict, cfg: FinetuneConfig) -> None:
     if previous.get("status") == "finished":
         done = int(previous.get("epochs_run") or previous.get("config", {}).get("epochs") or 0)
@@ -439,6 +451,10 @@ def _summary(task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerat
         return
     bb = cfg.backbone if isinstance(cfg.backbone, str) else type(cfg.backbone).__name__
     weights = {True: "library weights", False: "random init"}.get(cfg.pretrained, f"weights {cfg.pretrained}")
+    if isinstance(cfg.backbone, str) and cfg.backbone.startswith("hf-config:"):
+        weights = "random init"  # a configuration only: nothing pretrained to load
+    elif isinstance(cfg.backbone, str) and cfg.backbone.startswith("hf:") and cfg.pretrained is True:
+        weights = "weights in the folder or hub model"
     head = cfg.head if isinstance(cfg.head, str) or cfg.head is None else type(cfg.head).__name__
     facts = task.describe_data(raw)
     splits = ", ".join(f"{k} {v}" for k, v in facts.get("splits", {}).items())
@@ -633,6 +649,14 @@ def load(
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         if head is not None and isinstance(e, TransferkitError):
             raise  # the head passed here is at fault, not the folder
+        saved_head = saved.get("head")
+        from .heads import list_heads
+
+        if isinstance(e, UnknownNameError) and isinstance(saved_head, str) and saved_head not in list_heads():
+            raise ConfigError(
+                f"The run in {output_dir} used the head {saved_head!r}, which is not registered in this process: "
+                "import or define it (tk.register_head) before tk.load, or pass tk.load(output_dir, head=...)."
+            ) from None
         raise ArtifactError(
             f"The model of {output_dir} cannot be rebuilt from {meta_file} ({type(e).__name__}: {e}); the folder is "
             "damaged or was written by another version of transferkit."

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import TransferkitError
+from .errors import ConfigError, TransferkitError
 
 EXIT_USER_ERROR = 1
 
@@ -57,6 +57,7 @@ def _run_options(args) -> dict[str, Any]:
 
 def _engine_epilog(
     title: str = "engine options (key=value; the task's own options: `transferkit options TASK`):",
+    task_defaults: dict[str, Any] | None = None,
 ) -> str:
     from .config import FinetuneConfig, field_docs
 
@@ -64,6 +65,7 @@ def _engine_epilog(
     lines = [title]
     for f in FinetuneConfig.__dataclass_fields__.values():
         default = f.default if not callable(f.default_factory) else f.default_factory()  # type: ignore[misc]
+        default = (task_defaults or {}).get(f.name, default)  # the task's own default where it has one
         lines.append(f"  {f.name}={_show(default)}  {docs.get(f.name, '')}")
     return "\n".join(lines)
 
@@ -179,9 +181,18 @@ def _dispatch(args) -> int:
         run_demo(output_dir=args.output_dir, quick=args.quick)
     elif args.command in ("finetune", "pretrain"):
         fn = tk.finetune if args.command == "finetune" else tk.pretrain
-        result = fn(args.task, data=_parse_data(args.data), config=args.config, **_run_options(args))
+        options = _run_options(args)
+        # `data=...` / `task=...` as overrides (as a recipe's YAML keys): the same as --data / the positional task
+        data = _parse_data(args.data) if args.data is not None else _parse_data(options.pop("data", None))
+        task = args.task if args.task is not None else options.pop("task", None)
+        for key, given in (("data", args.data), ("task", args.task)):
+            if key in options and given is not None:
+                raise ConfigError(f"{key} is given twice (as {'--data' if key == 'data' else 'the task'} and {key}=); "
+                                  "pass it once.")  # fmt: skip
+        result = fn(task, data=data, config=args.config, **options)
         print(json.dumps({"output_dir": result.output_dir, "metrics": result.metrics}, indent=2, default=float))
     elif args.command == "evaluate":
+        _output_file(args.output)
         metrics = tk.evaluate(args.run_dir, data=_parse_data(args.data), batch_size=args.batch_size)
         text = json.dumps(metrics, indent=2)
         if args.output:
@@ -233,10 +244,10 @@ def _options(task_name: str) -> None:
     from .tasks import get_task
 
     task_cls = get_task(task_name)
-    print(_engine_epilog(f"engine options (key=value) for {task_name}:"))
+    print(_engine_epilog(f"engine options (key=value) for {task_name}:", task_cls.defaults))
     if task_cls.defaults:
-        changed = ", ".join(f"{k}={_show(v)}" for k, v in task_cls.defaults.items())
-        print(f"  ({task_name} changes the defaults: {changed})")
+        changed = ", ".join(sorted(task_cls.defaults))
+        print(f"  (defaults of {task_name}'s own: {changed})")
     if task_cls.Options is not None:
         docs = field_docs(task_cls.Options)
         print(f"\n{task_name} options:")
@@ -245,7 +256,19 @@ def _options(task_name: str) -> None:
             print(f"  {f.name}={_show(default)}  {docs.get(f.name, '')}")
 
 
+def _output_file(path: str | None, flag: str = "--output") -> None:
+    """A file to write must not be a folder, and its folder must exist: said before any work is done."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name, e.g. {p / 'predictions.json'}.")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: the folder {p.parent} does not exist.")
+
+
 def _predict(tk, args) -> None:
+    _output_file(args.output)
     predictor = tk.load(args.run_dir)
     from .api import _expand_inputs
 

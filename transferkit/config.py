@@ -124,6 +124,9 @@ class FinetuneConfig:
         _check(self.batchnorm in BATCHNORM_POLICIES, "batchnorm", self.batchnorm, f"one of {BATCHNORM_POLICIES}")
         _check(self.nonfinite in NONFINITE_POLICIES, "nonfinite", self.nonfinite, f"one of {NONFINITE_POLICIES}")
         _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
+        if self.overwrite and self.resume:
+            raise ConfigError("overwrite=True and resume=True contradict each other: pass one (resume continues the "
+                              "run in output_dir, overwrite starts a new one there).")  # fmt: skip
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
         if self.save_every_steps is not None:
             _check(self.save_every_steps >= 1, "save_every_steps", self.save_every_steps, "an integer >= 1")

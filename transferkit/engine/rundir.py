@@ -189,7 +189,11 @@ def compare(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     diffs = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
-        if a != b:
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and key != "data":  # name the option inside (task_options)
+            diffs += [f"{key}.{d}" for d in compare(a, b)]
+        else:
             diffs.append(f"{key}: {_short(a)} -> {_short(b)}")
     return diffs
 

@@ -114,14 +114,47 @@ def build_head(head: Any, backbone: nn.Module, num_classes: int, default: str = 
     if not callable(head):
         raise ConfigError(f"head={head!r} must be a registered name, an nn.Module, a class, or a factory.")
     first = _first_param_name(head)
-    module = head(
-        backbone.num_features if first in ("in_features", "in_channels", "num_features") else backbone,
-        num_classes,
-        **kwargs,
-    )
+    _check_head_kwargs(head, kwargs)
+    try:
+        module = head(
+            backbone.num_features if first in ("in_features", "in_channels", "num_features") else backbone,
+            num_classes,
+            **kwargs,
+        )
+    except (TypeError, ValueError, RuntimeError) as e:
+        if not kwargs:
+            raise
+        # a wrong type or value in head_kwargs (e.g. hidden: abc) surfaces deep in torch: say where it came from
+        raise ConfigError(f"The head {_name(head)} could not be built with head_kwargs={kwargs}: {e}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"head factory {head!r} returned {type(module).__name__}, not an nn.Module.")
     return module
+
+
+def _name(head: Callable) -> str:
+    return repr(getattr(head, "__name__", type(head).__name__))
+
+
+def _check_head_kwargs(head: Callable, kwargs: dict[str, Any]) -> None:
+    """Unknown head_kwargs keys are a typo: one line naming the ones the head takes."""
+    try:
+        target = head.__init__ if inspect.isclass(head) else head
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in list(params.items())[2 + inspect.isclass(head) :] if p.kind is not p.VAR_POSITIONAL]
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        import difflib
+
+        hints = {k: difflib.get_close_matches(k, takes, n=1) for k in unknown}
+        hint = "; ".join(f"did you mean {v[0]!r} for {k!r}?" for k, v in hints.items() if v)
+        raise ConfigError(
+            f"The head {_name(head)} does not take head_kwargs {unknown}; it takes {takes or 'none'}."
+            + (f" ({hint})" if hint else "")
+        )
 
 
 def _first_param_name(fn: Callable) -> str | None:

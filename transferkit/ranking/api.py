@@ -560,6 +560,8 @@ def rank_backbones(
         >>> result.recommendation  # doctest: +SKIP
         'timm:tf_efficientnet_lite0 (lite0)'
     """
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ConfigError(f"output_dir={str(output_dir)!r} is a file; ranking.csv and ranking.json go in a folder.")
     from ..config import resolve_options
     from ..tasks import get_task, list_tasks
 
