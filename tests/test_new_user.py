@@ -245,3 +245,10 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(data_dir, tmp
     assert (
         json.loads((out / "transferkit.json").read_text())["epochs_run"] == 2 and not (out / ".overwritten").exists()
     )
+
+
+def test_resume_with_nothing_to_resume_says_so(data_dir, tmp_path):
+    with pytest.warns(UserWarning, match="holds no run to resume; starting a new run"):
+        res = tk.finetune("image-classification", data=str(data_dir), epochs=1, resume=True,
+                          output_dir=str(tmp_path / "typo"), quiet=True, **FAST)  # fmt: skip
+    assert len(res.history) == 1

@@ -639,7 +639,8 @@ def text_setup(tmp_path_factory):
         "val": str(write_csv(root / "val.csv", sentiment(16, seed=1))),
     }
     # dropout in the encoder: a resume that restored the wrong RNG state would differ
-    options = dict(backbone=f"hf:{bert}", epochs=2, batch_size=8, lr=2e-3, quiet=True, save_every_steps=2,
+    options = dict(backbone=f"hf:{bert}", epochs=2, batch_size=8, lr=2e-3, head_lr_mult=1.0, quiet=True,
+                   save_every_steps=2,
                    model_config={"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.1})  # fmt: skip
     return bert, files, options
 

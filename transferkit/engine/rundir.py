@@ -134,6 +134,10 @@ def prepare_folder(folder: Path, *, resume: Any, overwrite: bool) -> dict[str, A
                 "to replace it, or another output_dir."
             )
         return None
+    if previous is None and resume is True:  # nothing to resume (a typo in output_dir?): say so, then start
+        import warnings
+
+        warnings.warn(f"resume=True, but {folder} holds no run to resume; starting a new run there.", stacklevel=2)
     return previous
 
 
