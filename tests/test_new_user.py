@@ -252,3 +252,15 @@ def test_resume_with_nothing_to_resume_says_so(data_dir, tmp_path):
         res = tk.finetune("image-classification", data=str(data_dir), epochs=1, resume=True,
                           output_dir=str(tmp_path / "typo"), quiet=True, **FAST)  # fmt: skip
     assert len(res.history) == 1
+
+
+def test_loading_a_run_whose_head_is_not_registered_says_how(data_dir, tmp_path):
+    out = tmp_path / "custom"
+    tk.finetune("image-classification", data=str(data_dir), epochs=1, output_dir=str(out), quiet=True, **FAST)
+    meta = json.loads((out / "transferkit.json").read_text())
+    meta["config"]["head"] = "bottleneck"  # as if registered with tk.register_head in the training process only
+    (out / "transferkit.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ConfigError, match=r"head 'bottleneck', which is not registered in this process.*register_head"
+    ):
+        tk.load(out)
