@@ -14,7 +14,17 @@ import torch
 
 import transferkit.ranking.scores as scores_mod
 from transferkit.errors import ConfigError, DataError
-from transferkit.ranking import INVARIANCES, SCORES, hscore, knn_accuracy, linear_probe_accuracy, logme, score, sfda
+from transferkit.ranking import (
+    INVARIANCES,
+    SCORES,
+    hscore,
+    knn_accuracy,
+    linear_probe_accuracy,
+    logme,
+    nleep,
+    score,
+    sfda,
+)
 from transferkit.ranking.scores import _fit_logistic, _ledoit_wolf, _logme_evidence, _spectrum
 
 torch.set_num_threads(1)
@@ -60,6 +70,16 @@ def test_sfda_dimension_cap_is_what_keeps_high_dim_noise_at_chance():
     uncapped = sfda(x, y, max_dim=2048)
     assert capped < 0.35  # chance is 0.2
     assert uncapped > 0.95  # the in-sample degeneracy the cap exists for
+
+
+def test_nleep_does_not_memorise_a_small_sample():
+    """A mixture with a component per sample would give pure noise the maximum 0; the caps keep it near the prior."""
+    x, y = make(100, 2048, 5, 0.0, seed=4)
+    prior = math.log(1 / 5)
+    assert prior < nleep(x, y) < prior + 0.25
+    assert nleep(*make(100, 2048, 5, 8.0, seed=4)) > -0.2
+    with pytest.raises(ConfigError, match="variance"):
+        nleep(x, y, variance=1.5)
 
 
 def test_hscore_without_shrinkage_degenerates_when_d_exceeds_n():
@@ -399,7 +419,7 @@ def test_knn_chunking_and_large_k():
 
 
 def test_registry_and_entry_point_agree():
-    assert METHODS == ["hscore", "knn", "linear_probe", "logme", "sfda"]
+    assert METHODS == ["hscore", "knn", "linear_probe", "logme", "nleep", "sfda"]
     x, y = make(60, 5, 3, 2.0, seed=19)
     for name, fn in SCORES.items():
         assert score(name, x, y) == fn(x, y)

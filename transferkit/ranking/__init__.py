@@ -4,11 +4,11 @@ Example:
     >>> import numpy as np
     >>> from transferkit.ranking import SCORES, score
     >>> sorted(SCORES)
-    ['hscore', 'knn', 'linear_probe', 'logme', 'sfda']
+    ['hscore', 'knn', 'linear_probe', 'logme', 'nleep', 'sfda']
 """
 
 from .api import RankingResult, rank_backbones
-from .scores import INVARIANCES, SCORES, hscore, knn_accuracy, linear_probe_accuracy, logme, score, sfda
+from .scores import INVARIANCES, SCORES, hscore, knn_accuracy, linear_probe_accuracy, logme, nleep, score, sfda
 
 __all__ = [
     "INVARIANCES",
@@ -19,6 +19,7 @@ __all__ = [
     "knn_accuracy",
     "linear_probe_accuracy",
     "logme",
+    "nleep",
     "score",
     "sfda",
 ]

@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pretrained", default="true", help="weights of candidates without @WEIGHTS: true, false or a path"
     )
-    p.add_argument("--method", default="auto", help="auto, all, logme, sfda, hscore, knn, linear_probe (comma list)")
+    p.add_argument(
+        "--method", default="auto", help="auto, all, logme, sfda, hscore, knn, linear_probe, nleep (comma list)"
+    )
     p.add_argument("--max-samples", type=_limit, default=1000, help="cap on scored samples ('none': no cap)")
     p.add_argument("--max-per-class", type=_limit, default=None, help="cap on samples per class")
     p.add_argument("--split", default="train", help="split(s) to score: train, val, test, or e.g. train+val")

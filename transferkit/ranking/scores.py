@@ -6,10 +6,11 @@ scores of other backbones on the *same* data set (same samples, same labels): va
 sets, and not across methods.
 
 Methods (``SCORES``): ``logme`` (You et al., ICML 2021), ``sfda`` (Shao et al., ECCV 2022), ``hscore`` (Bao et al.,
-ICIP 2019, with the shrinkage of Ibrahim et al., 2021), ``knn`` (leave-one-out k-NN, balanced accuracy) and
-``linear_probe`` (cross-validated logistic regression, balanced accuracy). All arithmetic is float64. Labels may be
-any integers (or strings): they are remapped to 0..K-1 in sorted order. Only ``linear_probe`` uses ``seed`` (its fold
-split); the other scores are deterministic functions of their input.
+ICIP 2019, with the shrinkage of Ibrahim et al., 2021), ``knn`` (leave-one-out k-NN, balanced accuracy),
+``linear_probe`` (cross-validated logistic regression, balanced accuracy) and ``nleep`` (Li et al., CVPR 2021: LEEP
+of a Gaussian mixture on PCA features). All arithmetic is float64. Labels may be
+any integers (or strings): they are remapped to 0..K-1 in sorted order. Only ``linear_probe`` (its fold split) and
+``nleep`` (the start of its mixture) use ``seed``; the other scores are deterministic functions of their input.
 
 Feature dimension D >= N: logme, hscore and sfda work in the r <= min(N, D) dimensional span of the data (exact,
 nothing is thrown away) with shrinkage where a covariance is inverted; sfda also keeps only the top N // K principal
@@ -49,6 +50,7 @@ __all__ = [
     "knn_accuracy",
     "linear_probe_accuracy",
     "logme",
+    "nleep",
     "score",
     "sfda",
 ]
@@ -678,6 +680,115 @@ def linear_probe_accuracy(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# NLEEP
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _kmeans_pp(z: np.ndarray, v: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): `v` rows of `z` as initial centres."""
+    centres = [z[rng.integers(len(z))]]
+    d2 = np.sum((z - centres[0]) ** 2, axis=1)
+    for _ in range(1, v):
+        total = d2.sum()
+        i = int(rng.choice(len(z), p=d2 / total)) if total > 0 else int(rng.integers(len(z)))
+        centres.append(z[i])
+        d2 = np.minimum(d2, np.sum((z - z[i]) ** 2, axis=1))
+    return np.stack(centres)
+
+
+def _diagonal_gmm_posteriors(z: np.ndarray, v: int, rng: np.random.Generator, max_iter: int) -> np.ndarray:
+    """p(component | sample), (N, v), of a diagonal-covariance Gaussian mixture fitted to `z` by EM."""
+    n, d = z.shape
+    floor = 1e-3 * z.var(axis=0).mean()  # keeps a component from collapsing onto one sample (scale-free)
+    means = _kmeans_pp(z, v, rng)
+    resp = _softmax(-0.5 * ((z[:, None, :] - means[None]) ** 2).sum(axis=2) / max(z.var(axis=0).mean(), 1e-300))
+    prev = -np.inf
+    for _ in range(max_iter):
+        weight = resp.sum(axis=0) + 1e-12
+        means = (resp.T @ z) / weight[:, None]
+        var = (resp.T @ (z * z)) / weight[:, None] - means**2 + floor
+        var = np.maximum(var, floor)
+        log_p = (
+            np.log(weight / n)[None]
+            - 0.5 * np.sum(np.log(2 * np.pi * var), axis=1)[None]
+            - 0.5 * (((z[:, None, :] - means[None]) ** 2) / var[None]).sum(axis=2)
+        )
+        top = log_p.max(axis=1, keepdims=True)
+        norm = top + np.log(np.exp(log_p - top).sum(axis=1, keepdims=True))
+        resp = np.exp(log_p - norm)
+        ll = float(norm.mean())
+        if abs(ll - prev) <= 1e-10 * max(1.0, abs(ll)):
+            break
+        prev = ll
+    return resp
+
+
+def nleep(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int = 0,
+    variance: float = 0.8,
+    components_per_class: int = 5,
+    max_iter: int = 200,
+) -> float:
+    """NLEEP: the LEEP score of a Gaussian mixture fitted to the PCA-reduced features.
+
+    Li, Jia, Zhang, Sun, Chang, Gong, Tan, "Ranking Neural Checkpoints", CVPR 2021. The features are centred and
+    reduced by PCA to the fewest components that explain `variance` of their variance; a Gaussian mixture with
+    V = `components_per_class` * K components is fitted (EM, k-means++ start drawn with `seed`) and plays the
+    source classifier of LEEP (Nguyen et al., ICML 2020): with q(z | x) its posteriors, p(y | z) = sum_i q(z | x_i)
+    [y_i = y] / sum_i q(z | x_i), and the score is mean_i log sum_z p(y_i | z) q(z | x_i).
+
+    Differences from the reference, both for small N: the mixture has diagonal covariances with a variance floor
+    (1e-3 of the mean variance) instead of full ones, and it is kept from memorising the sample: V <= N / 10 and
+    the PCA dimension <= N / V (a mixture with a component per sample gives every backbone the maximum score 0).
+
+    Scaling: invariant to a global rescaling and to a shift of the features (PCA on centred features, a relative
+    variance floor); not invariant to per-dimension rescaling. D >= N is fine (PCA works in the span of the data).
+    Cost: O(iterations * N * V * d) for d kept dimensions.
+
+    Args:
+        features: (N, D) frozen features of one backbone.
+        labels: (N,) class ids.
+        seed: seed of the k-means++ start of the mixture.
+        variance: fraction of the variance the PCA keeps, in (0, 1].
+        components_per_class: mixture components per class (the paper's 5).
+        max_iter: cap on EM iterations.
+
+    Returns:
+        Mean log-likelihood of the labels under the mixture's LEEP classifier, <= 0; higher = better.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> y = np.repeat([0, 1], 50)
+        >>> nleep(rng.normal(size=(100, 8)) + 3 * np.eye(8)[y], y) > nleep(rng.normal(size=(100, 8)), y)
+        True
+    """
+    _positive("variance", variance)
+    if variance > 1:
+        raise ConfigError(f"variance must be a fraction in (0, 1]; got {variance!r}.")
+    _positive("components_per_class", components_per_class, integer=True)
+    _positive("max_iter", max_iter, integer=True)
+    x, y, k = _prepare(features, labels)
+    n = len(y)
+    onehot = _one_hot(y, k)
+    u, eig = _spectrum(_unit_scale(x - x.mean(axis=0)))
+    if eig.size == 0:  # constant features: one component, p(y | z) is the class prior
+        return _check_finite(float(np.mean(np.log(onehot.mean(axis=0)[y]))), "nleep")
+    v = int(max(1, min(components_per_class * k, n // 10)))
+    explained = np.cumsum(eig) / eig.sum()
+    dim = int(min(np.searchsorted(explained, variance - 1e-12) + 1, max(1, n // v), len(eig)))
+    z = u[:, :dim] * np.sqrt(eig[:dim] / n)  # PCA coordinates with unit-free variances
+    q = _diagonal_gmm_posteriors(z, v, np.random.default_rng(seed), max_iter)
+    joint = q.T @ onehot  # (V, K): sum_i q(z | x_i) [y_i = y]
+    p_y_given_z = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
+    p_y = np.sum(q * p_y_given_z[:, y].T, axis=1)
+    return _check_finite(float(np.mean(np.log(np.maximum(p_y, 1e-300)))), "nleep")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Registry and entry point
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -687,6 +798,7 @@ SCORES: dict[str, Callable[..., float]] = {
     "hscore": hscore,
     "knn": knn_accuracy,
     "linear_probe": linear_probe_accuracy,
+    "nleep": nleep,
 }
 """Score name -> function ``fn(features, labels, *, seed=0, **options) -> float`` (higher = better)."""
 
@@ -696,6 +808,7 @@ INVARIANCES: dict[str, frozenset[str]] = {
     "hscore": frozenset({"scale", "shift"}),
     "knn": frozenset({"scale", "sample_scale"}),
     "linear_probe": frozenset({"scale", "shift", "dim_scale"}),
+    "nleep": frozenset({"scale", "shift"}),
 }
 """Transformations of the features that leave each score unchanged (up to rounding); the tests check every claim.
 
