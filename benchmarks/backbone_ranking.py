@@ -30,6 +30,8 @@ pretraining runs and data live in --work-dir (default /tmp/transferkit-backbone-
         [--seeds 0 1] [--refresh-ground-truth] [--work-dir DIR]
 
 Writes benchmarks/results/backbone_ranking.json (``--quick``: backbone_ranking_quick.json) and prints the table.
+The cache is shared by processes: on 2 cores, run one per target group, or the same targets with ``--seeds 0 1``
+and ``--seeds 1 0`` (each skips the runs the other has finished), then once more to write the full table.
 """
 
 from __future__ import annotations
@@ -408,6 +410,8 @@ class GroundTruth:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if key not in self.entries:  # another benchmark process (e.g. the other seeds) may have written it since
+            self.entries = {**self._read(), **self.entries}
         return self.entries.get(key)
 
     def put(self, key: str, value: dict[str, Any]) -> None:
