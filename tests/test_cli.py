@@ -65,6 +65,19 @@ def test_user_errors_exit_1_with_a_message(tmp_path, capsys):
     assert "did you mean epochs" in capsys.readouterr().err
 
 
+def test_debug_flag_anywhere_shows_the_traceback(tmp_path, capsys):
+    import pytest
+
+    from transferkit.errors import TransferkitError
+
+    argv = ["finetune", "image-classification", "--data", str(tmp_path / "missing"), "--backbone", "timm:test_resnet"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("error: ")
+    for where in (0, 1, len(argv)):  # before the command, after it, at the end
+        with pytest.raises(TransferkitError, match="missing"):
+            main(argv[:where] + ["--debug"] + argv[where:])
+
+
 def test_predict_output_for_segmentation_and_detection(tmp_path, capsys):
     from detection_toys import write_shapes
     from test_readme import _write_data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,34 @@ def test_load_predict_and_evaluate(run, files):
     assert metrics["accuracy"] >= 0.85 and "f1_macro" in metrics
     with pytest.raises(DataError, match="single texts"):
         predictor.predict([("a", "b")])
+
+
+def test_cli_predict_reads_text_files(run, files, tmp_path, capsys):
+    """`transferkit predict RUN test.csv` classifies the file's rows (not the string "test.csv"); .txt: its lines."""
+    from transferkit.cli import main
+
+    _, out = run
+    assert main(["predict", str(out), files["test"], "--output", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())
+    truth = [line.split(",")[-1] for line in Path(files["test"]).read_text().splitlines()[1:]]
+    assert len(rows) == len(truth) == 80
+    assert rows[0]["input"]["text"] and sum(r["label"] == t for r, t in zip(rows, truth)) >= 68
+    lines = tmp_path / "texts.txt"
+    lines.write_text("the movie was wonderful and the cast was superb\n\nthe plot was dreadful\n")
+    capsys.readouterr()
+    assert main(["predict", str(out), str(lines), "a plain text argument"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert [p.split("\t")[:2] for p in printed[:2]] == [
+        ["the movie was wonderful and the cast was superb", "pos"],
+        ["the plot was dreadful", "neg"],
+    ]
+    assert printed[2].startswith("a plain text argument\t")
+    (tmp_path / "folder.csv").mkdir()
+    assert main(["predict", str(out), str(tmp_path / "folder.csv")]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    (tmp_path / "other.csv").write_text("sentence,label\nhi,pos\n")
+    assert main(["predict", str(out), str(tmp_path / "other.csv")]) == 1
+    assert "no 'text' column" in capsys.readouterr().err
 
 
 def test_text_pairs_use_token_types(bert_dir, tmp_path):

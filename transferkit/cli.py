@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, TransferkitError
+from .errors import ConfigError, DataError, TransferkitError
 
 EXIT_USER_ERROR = 1
 
@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict with a finished run")
     pr.add_argument("run_dir", help="the output folder of a finished run")
-    pr.add_argument("inputs", nargs="+", help="image files or folders (images), or texts for text tasks")
+    pr.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files or folders (images); for text tasks texts, or .csv/.jsonl/.txt files of them",
+    )
     pr.add_argument("--output", default=None, help="write predictions to this JSON file (masks as PNGs beside it)")
     pr.add_argument("--top", type=int, default=3, help="how many class probabilities to print")
     pr.add_argument("--batch-size", type=int, default=32, help="inference batch size")
@@ -132,11 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    debug = bool(argv) and argv[0] == "--debug"
-    if argv[int(debug) : int(debug) + 1] == ["rank"]:  # `rank` parses its own arguments
-        return _guard(lambda: _rank(argv[int(debug) + 1 :], debug), debug)
+    # --debug anywhere (`transferkit finetune ... --debug`), not only before the command
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["rank"]:  # `rank` parses its own arguments
+        return _guard(lambda: _rank(argv[1:], debug), debug)
     # key=value overrides may come before or after the flags
     args, extra = parser.parse_known_args(argv)
+    args.debug = debug
     if args.command in ("finetune", "pretrain"):
         if args.task is not None and "=" in args.task:  # `finetune --config c.yaml epochs=2`: no task given
             args.overrides.insert(0, args.task)
@@ -272,7 +279,10 @@ def _predict(tk, args) -> None:
     predictor = tk.load(args.run_dir)
     from .api import _expand_inputs
 
-    inputs = _expand_inputs(args.inputs if predictor.task.modality == "image" else list(args.inputs))
+    if predictor.task.modality == "image":
+        inputs = _expand_inputs(args.inputs)
+    else:
+        inputs = _text_inputs(args.inputs, getattr(predictor.task.options, "text_column", "text"))
     outputs = predictor.predict(inputs, batch_size=args.batch_size)
     if args.output:
         _write_predictions(Path(args.output), inputs, outputs)
@@ -282,10 +292,12 @@ def _predict(tk, args) -> None:
             return
         print(f"wrote {len(outputs)} prediction(s) to {args.output}")
         return
+    text_column = getattr(predictor.task.options, "text_column", "text")
     for inp, out in zip(inputs, outputs):
         if "probs" in out:
             top = sorted(out["probs"].items(), key=lambda kv: -kv[1])[: args.top]
-            print(f"{inp}\t{out['label']}\t{out['score']:.3f}\t" + " ".join(f"{k}={v:.3f}" for k, v in top))
+            shown = inp.get(text_column, inp) if isinstance(inp, dict) else inp
+            print(f"{shown}\t{out['label']}\t{out['score']:.3f}\t" + " ".join(f"{k}={v:.3f}" for k, v in top))
         elif "mask" in out:
             import numpy as np
 
@@ -296,6 +308,32 @@ def _predict(tk, args) -> None:
             print(f"{inp}\t{json.dumps(out, default=str)}")
 
 
+def _text_inputs(items: list[str], text_column: str) -> list[Any]:
+    """Command-line inputs of a text run: an existing .csv/.tsv/.jsonl/.json file stands for its rows (the run's text
+    column), a .txt file for its non-blank lines; anything else is a text to classify."""
+    from .data.text import TABLE_SUFFIXES, TEXT_SUFFIXES, read_lines, read_table
+
+    out: list[Any] = []
+    for item in items:
+        p = Path(item)
+        suffix = p.suffix.lower()
+        if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES and p.is_dir():
+            raise ConfigError(f"{item} is a folder; give the .csv/.jsonl/.txt file of texts to predict.")
+        if suffix in TABLE_SUFFIXES and p.is_file():
+            columns, rows = read_table(p)
+            if text_column not in columns:
+                raise DataError(
+                    f"{item} has no {text_column!r} column (columns: {', '.join(columns)}); the run reads its texts "
+                    f"from {text_column!r}."
+                )
+            out += [row for _, row in rows]
+        elif suffix in TEXT_SUFFIXES and p.is_file():
+            out += read_lines(p)
+        else:
+            out.append(item)
+    return out
+
+
 def _write_predictions(path: Path, inputs: list[Any], outputs: list[dict[str, Any]]) -> None:
     """JSON of the predictions; segmentation masks go to PNG files in a folder beside it (named in the JSON)."""
     import numpy as np
@@ -303,7 +341,7 @@ def _write_predictions(path: Path, inputs: list[Any], outputs: list[dict[str, An
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (inp, out) in enumerate(zip(inputs, outputs)):
-        row: dict[str, Any] = {"input": str(inp) if not isinstance(inp, (str, Path)) else str(inp)}
+        row: dict[str, Any] = {"input": inp if isinstance(inp, dict) else str(inp)}
         for key, value in out.items():
             if key == "mask":
                 from PIL import Image
