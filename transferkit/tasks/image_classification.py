@@ -70,8 +70,9 @@ class ImageClassificationTask(Task):
     #   (eval mode) 0.930; at batch 32, re-estimating them on the target before training 0.877 / 0.933 vs eval mode
     #   0.883 / 0.910. The small-batch run length does better than either, so there is no re-estimation step.
     #   lr 3e-4 (mnist, seeds 0/1: 0.922 / 0.918) is not lifted by norm weights at 10x lr (0.910 / 0.922), 750 steps
-    #   (0.903 / 0.922), label smoothing 0.1 (0.903 / 0.870) or weight decay 0.05 (0.915 / 0.903): it is not
-    #   under-trained, it generalises less (results/efficacy_followups.json, low_lr_interventions).
+    #   (0.903 / 0.922), label smoothing 0.1 (0.903 / 0.870), weight decay 0.05 (0.915 / 0.903) or batch 4 (0.837 /
+    #   0.842; and 3e-3 at batch 16: 0.958 / 0.903): it is not under-trained, it generalises less
+    #   (results/efficacy_followups.json, low_lr_interventions).
     auto_batch_bounds = (8, 32)
     min_steps = 500
     min_epochs = 10
