@@ -31,7 +31,8 @@ pretraining runs and data live in --work-dir (default /tmp/transferkit-backbone-
 
 Writes benchmarks/results/backbone_ranking.json (``--quick``: backbone_ranking_quick.json) and prints the table.
 The cache is shared by processes: on 2 cores, run one per target group, or the same targets with ``--seeds 0 1``
-and ``--seeds 1 0`` (each skips the runs the other has finished), then once more to write the full table.
+and ``--seeds 1 0`` (each skips the runs the other has finished), then once more to write the full table. On a
+fresh --work-dir let one process build the data and source models first (two would build them at once).
 """
 
 from __future__ import annotations
@@ -415,12 +416,17 @@ class GroundTruth:
         return self.entries.get(key)
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        # Merge with the file as it is now, so that two benchmark processes (e.g. one per target) keep both results.
-        self.entries = {**self._read(), **self.entries, key: value}
+        # Merge with the file as it is now, so that two benchmark processes (e.g. one per target) keep both results;
+        # the lock keeps two writers from each dropping the other's entry.
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=1) + "\n")
-        tmp.replace(self.path)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.entries = {**self._read(), **self.entries, key: value}
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(dict(sorted(self.entries.items())), indent=1) + "\n")
+            tmp.replace(self.path)
 
 
 def ground_truth(target: Target, data: Any, spec: Spec, cand: tuple[str, bool | str, str], seed: int,

@@ -76,6 +76,8 @@ def test_debug_flag_anywhere_shows_the_traceback(tmp_path, capsys):
     for where in (0, 1, len(argv)):  # before the command, after it, at the end
         with pytest.raises(TransferkitError, match="missing"):
             main(argv[:where] + ["--debug"] + argv[where:])
+    with pytest.raises(TransferkitError, match="missing"):
+        main(["--deb"] + argv)  # argparse's abbreviation of the top-level flag
 
 
 def test_predict_output_for_segmentation_and_detection(tmp_path, capsys):

@@ -59,6 +59,18 @@ def test_output_is_a_transformers_folder(mlm_run):
     assert metrics["perplexity"] < 100
 
 
+def test_cli_predict_reads_the_text_column_of_a_file(mlm_run, tmp_path):
+    from transferkit.cli import main
+
+    _, out = mlm_run
+    table = tmp_path / "masked.csv"
+    table.write_text("text,label\nthe movie was [MASK],pos\n")
+    assert main(["predict", str(out), str(table), "--output", str(tmp_path / "p.json")]) == 0
+    row = json.loads((tmp_path / "p.json").read_text())[0]
+    assert row["input"] == "the movie was [MASK]"  # the text, not the row's repr
+    assert len(row["predictions"]) == 1
+
+
 def test_pretrain_then_finetune_starts_from_pretrained_weights(mlm_run, tmp_path):
     from safetensors.torch import load_file
 

@@ -84,6 +84,10 @@ def test_cli_predict_reads_text_files(run, files, tmp_path, capsys):
     (tmp_path / "folder.csv").mkdir()
     assert main(["predict", str(out), str(tmp_path / "folder.csv")]) == 1
     assert "is a folder" in capsys.readouterr().err
+    assert main(["predict", str(out), str(tmp_path / "typo.csv")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert main(["predict", str(out), "--", "--debug"]) == 0  # after `--` it is a text like any other
+    assert capsys.readouterr().out.startswith("--debug\t")
     (tmp_path / "other.csv").write_text("sentence,label\nhi,pos\n")
     assert main(["predict", str(out), str(tmp_path / "other.csv")]) == 1
     assert "no 'text' column" in capsys.readouterr().err

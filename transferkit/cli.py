@@ -136,14 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # --debug anywhere (`transferkit finetune ... --debug`), not only before the command
-    debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    # --debug anywhere before a `--` (`transferkit finetune ... --debug`), not only before the command
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for i, a in enumerate(argv) if a != "--debug" or i >= end]
     if argv[:1] == ["rank"]:  # `rank` parses its own arguments
         return _guard(lambda: _rank(argv[1:], debug), debug)
     # key=value overrides may come before or after the flags
     args, extra = parser.parse_known_args(argv)
-    args.debug = debug
+    args.debug = debug or args.debug  # `--deb`: argparse's own abbreviation
     if args.command in ("finetune", "pretrain"):
         if args.task is not None and "=" in args.task:  # `finetune --config c.yaml epochs=2`: no task given
             args.overrides.insert(0, args.task)
@@ -282,7 +283,8 @@ def _predict(tk, args) -> None:
     if predictor.task.modality == "image":
         inputs = _expand_inputs(args.inputs)
     else:
-        inputs = _text_inputs(args.inputs, getattr(predictor.task.options, "text_column", "text"))
+        rows = predictor.task.name == "text-classification"  # rows carry text pairs; other text tasks take strings
+        inputs = _text_inputs(args.inputs, getattr(predictor.task.options, "text_column", "text"), rows)
     outputs = predictor.predict(inputs, batch_size=args.batch_size)
     if args.output:
         _write_predictions(Path(args.output), inputs, outputs)
@@ -308,9 +310,9 @@ def _predict(tk, args) -> None:
             print(f"{inp}\t{json.dumps(out, default=str)}")
 
 
-def _text_inputs(items: list[str], text_column: str) -> list[Any]:
-    """Command-line inputs of a text run: an existing .csv/.tsv/.jsonl/.json file stands for its rows (the run's text
-    column), a .txt file for its non-blank lines; anything else is a text to classify."""
+def _text_inputs(items: list[str], text_column: str, rows: bool = True) -> list[Any]:
+    """Command-line inputs of a text run: an existing .csv/.tsv/.jsonl/.json file stands for its rows (dicts if
+    `rows`, else the texts of the run's text column), a .txt file for its non-blank lines; anything else is a text."""
     from .data.text import TABLE_SUFFIXES, TEXT_SUFFIXES, read_lines, read_table
 
     out: list[Any] = []
@@ -319,14 +321,16 @@ def _text_inputs(items: list[str], text_column: str) -> list[Any]:
         suffix = p.suffix.lower()
         if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES and p.is_dir():
             raise ConfigError(f"{item} is a folder; give the .csv/.jsonl/.txt file of texts to predict.")
+        if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES and not p.exists() and not any(c.isspace() for c in item):
+            raise ConfigError(f"{item}: no such file (a text to classify would not look like a file name).")
         if suffix in TABLE_SUFFIXES and p.is_file():
-            columns, rows = read_table(p)
+            columns, table = read_table(p)
             if text_column not in columns:
                 raise DataError(
                     f"{item} has no {text_column!r} column (columns: {', '.join(columns)}); the run reads its texts "
                     f"from {text_column!r}."
                 )
-            out += [row for _, row in rows]
+            out += [row if rows else str(row[text_column]) for _, row in table]
         elif suffix in TEXT_SUFFIXES and p.is_file():
             out += read_lines(p)
         else:

@@ -505,13 +505,14 @@ def rank_backbones(
     EfficientNet-Lite0/1/2, resnet10t pretrained on MNIST 0-4 for 1/3/10 epochs, random inits; tweets, 6 text
     encoders: MiniLM-L6, masked-LM BERTs pretrained 1/3/10 epochs, random inits; ground truth = test accuracy of
     ``tk.finetune`` with its defaults, 3 seeds) H-score had the best mean weighted Kendall tau, 0.47 (LogME 0.26,
-    SFDA 0.25, kNN 0.19, NLEEP 0.15, linear probe 0.07; largest-model baseline 0.00). Its top pick fine-tuned 1.3
-    accuracy points below the best candidate on average (LogME, SFDA and kNN: 0.7). All scores rank the tweet
-    encoders well (tau 0.79-0.91), none ranks the image pools well: fine-tuned with enough steps, the ImageNet
-    models come out on top, while their frozen features on digits score below those of the small resnet pretrained
-    on other digits. There the published ImageNet accuracy of the candidates was the better guide (tau 0.68 on the
-    three image targets), and the ground truth itself is noisy (one fine-tuning seed predicts another with tau
-    0.30-0.68). Frozen features tell what transfers without much adaptation: use the top few as a short list.
+    SFDA 0.25, kNN 0.19, linear probe 0.07, NLEEP 0.01; largest-model baseline 0.00). Its top pick fine-tuned 1.3
+    accuracy points below the best candidate on average (LogME, SFDA and kNN: 0.7). LogME, kNN, SFDA and
+    H-score rank the tweet encoders well (tau 0.79-0.91); no score ranks the image pools well: fine-tuned with
+    enough steps, the ImageNet models come out on top, while their frozen features on digits score below those of
+    the small resnet pretrained on other digits. There the published ImageNet accuracy of the candidates was the
+    better guide (tau 0.68 on the three image targets), and the ground truth itself is noisy (one fine-tuning seed
+    predicts another with tau 0.30-0.68). Frozen features tell what transfers without much adaptation: use the top
+    few as a short list.
     H-score is an in-sample score: on a few dozen samples it favours wider features; look at ``knn`` there too.
 
     Pitfalls handled: feature dimension >= number of samples (the scores work in the span of the data and shrink
