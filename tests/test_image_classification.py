@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 import transferkit as tk
+from transferkit.errors import DataError
 
 COLORS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
 
@@ -87,6 +88,8 @@ def test_evaluate_on_a_folder(trained, data_dir):
     _, out = trained
     metrics = tk.evaluate(out, data=str(data_dir))
     assert set(metrics) >= {"accuracy", "f1_macro", "loss"}
+    with pytest.raises(DataError, match=r"^evaluation data path '.*typo' does not exist"):
+        tk.evaluate(out, data=str(data_dir) + "-typo")
 
 
 def test_learns_an_easy_task_with_test_split(data_dir, tmp_path):

@@ -689,6 +689,10 @@ def evaluate(output_dir: str | Path, data: Any, *, batch_size: int = 64, quiet: 
     task = predictor.task
     cfg = task.config.replace(quiet=quiet, mixed_precision="no", output_dir=None)
     task.config = cfg
+    if isinstance(data, (str, os.PathLike)) and not Path(data).exists():  # the readers would call it "train data"
+        from .errors import DataError
+
+        raise DataError(f"evaluation data path {str(data)!r} does not exist. Pass the labelled data to evaluate on.")
     dataset = task.eval_dataset(data)
     loader = task.make_loader(dataset, "test", batch_size, shuffle=False)
     accelerator = make_accelerator(cfg)
