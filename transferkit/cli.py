@@ -280,11 +280,12 @@ def _predict(tk, args) -> None:
     predictor = tk.load(args.run_dir)
     from .api import _expand_inputs
 
+    text_column = getattr(predictor.task.options, "text_column", "text")
     if predictor.task.modality == "image":
         inputs = _expand_inputs(args.inputs)
     else:
         rows = predictor.task.name == "text-classification"  # rows carry text pairs; other text tasks take strings
-        inputs = _text_inputs(args.inputs, getattr(predictor.task.options, "text_column", "text"), rows)
+        inputs = _text_inputs(args.inputs, text_column, rows)
     outputs = predictor.predict(inputs, batch_size=args.batch_size)
     if args.output:
         _write_predictions(Path(args.output), inputs, outputs)
@@ -294,7 +295,6 @@ def _predict(tk, args) -> None:
             return
         print(f"wrote {len(outputs)} prediction(s) to {args.output}")
         return
-    text_column = getattr(predictor.task.options, "text_column", "text")
     for inp, out in zip(inputs, outputs):
         if "probs" in out:
             top = sorted(out["probs"].items(), key=lambda kv: -kv[1])[: args.top]
@@ -319,10 +319,11 @@ def _text_inputs(items: list[str], text_column: str, rows: bool = True) -> list[
     for item in items:
         p = Path(item)
         suffix = p.suffix.lower()
-        if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES and p.is_dir():
-            raise ConfigError(f"{item} is a folder; give the .csv/.jsonl/.txt file of texts to predict.")
-        if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES and not p.exists() and not any(c.isspace() for c in item):
-            raise ConfigError(f"{item}: no such file (a text to classify would not look like a file name).")
+        if suffix in TABLE_SUFFIXES + TEXT_SUFFIXES:  # a file name, unless it is a sentence that ends like one
+            if p.is_dir():
+                raise ConfigError(f"{item} is a folder; give the .csv/.jsonl/.txt file of texts to predict.")
+            if not p.exists() and not any(c.isspace() for c in item):
+                raise ConfigError(f"{item}: no such file (a text to classify would not look like a file name).")
         if suffix in TABLE_SUFFIXES and p.is_file():
             columns, table = read_table(p)
             if text_column not in columns:
