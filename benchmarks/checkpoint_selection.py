@@ -17,8 +17,8 @@ final one. Output: one ``RESULT <workload> <rule> ...`` line per rule with media
 the LR spread, and ``benchmarks/results/checkpoint_selection.json`` (every run's per-epoch val and test accuracy).
 Runs are appended to ``checkpoint_selection.partial.jsonl`` as they end, so an interrupted run resumes.
 
-Stored results (``results/checkpoint_selection.json``): lite0_mnist at lr 3e-4 and 1e-3, 3 seeds, measured before
-the image head's default dropout (0.2) came in, i.e. with no head dropout (``head_dropout: []`` in each run).
+Stored results (``results/checkpoint_selection.json``): lite0_mnist at lr 3e-4 and 1e-3, 3 seeds, at the task
+defaults (no head dropout: ``head_dropout: []`` in each run); lr 3e-3 and lite0_digits were not run.
 
 Run: ``python benchmarks/checkpoint_selection.py [--workloads lite0_mnist lite0_digits] [--seeds 0 1 2]`` (18 runs,
 about 17 min with 2 workers on 2 cores).

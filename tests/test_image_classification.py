@@ -236,24 +236,3 @@ def test_yaml_config_and_kwargs_override(data_dir, tmp_path):
     meta = json.loads((tmp_path / "r" / "transferkit.json").read_text())
     assert meta["config"]["epochs"] == 1 and meta["config"]["lr"] == 0.01
     assert len(r.history) == 1
-
-
-def test_default_linear_head_drops_features_and_an_explicit_dropout_wins(data_dir, tmp_path):
-    """The default image head carries dropout 0.2 (measured: benchmarks/results/efficacy_followups.json); a user's
-    head_kwargs dropout (here 0) replaces it, through Python and through the task's own head name."""
-    runs = {
-        "default": {},
-        "linear": {"head": "linear"},
-        "off": {"head_kwargs": {"dropout": 0.0}},
-    }
-    for name, extra in runs.items():
-        r = tk.finetune(
-            "image-classification", data=str(data_dir), epochs=1, max_steps=1, output_dir=str(tmp_path / name),
-            **FAST, **extra,
-        )  # fmt: skip
-        drops = [m.p for m in r.model.head.modules() if isinstance(m, nn.Dropout)]
-        assert drops == ([] if name == "off" else [0.2]), name
-        # prediction after loading uses no dropout: two passes agree
-        pred = tk.load(tmp_path / name)
-        x = torch.zeros(2, 3, 32, 32)
-        assert torch.equal(pred.model(x), pred.model(x))
