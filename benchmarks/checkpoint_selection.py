@@ -44,7 +44,6 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks import realdata  # noqa: E402
 from benchmarks import transfer_efficacy as te  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint_selection.json"
@@ -69,18 +68,10 @@ def run_one(job: tuple[str, int, float]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"tk-sel-{workload}-") as tmp:
         root = te.write_data(workload, seed, Path(tmp) / "data")
         out = Path(tmp) / "run"
+        task, data, kw = te.tk_inputs(workload, root)
         if te.domain(workload) == "text":
-            task, data = "text-classification", {s: str(root / f"{s}.csv") for s in realdata.SPLITS}
-            kw = {"backbone": "hf:" + te.plain.minilm_path(), "pretrained": True}
             inputs, labels = te.plain.read_csv(root / "test.csv")
         else:
-            task, data = "image-classification", {s: str(root / s) for s in realdata.SPLITS}
-            kw = {
-                "backbone": "timm:tf_efficientnet_lite0",
-                "pretrained": te.plain.lite_weights_file(0),
-                "image_size": te.IMAGE_SIZE,
-                "train_transforms": "none",
-            }
             files = sorted((root / "test").rglob("*.png"))
             inputs, labels = [str(f) for f in files], [f.parent.name for f in files]
         res = tk.finetune(

@@ -122,21 +122,26 @@ class _Steps(Callback):
         self.steps_per_epoch = state.steps_per_epoch
 
 
+def tk_inputs(workload: str, root: Path, pretrained: bool = True) -> tuple[str, dict[str, str], dict]:
+    """The task name, the split files and the backbone options every tk run of `workload` gets."""
+    if domain(workload) == "text":
+        task, data = "text-classification", {s: str(root / f"{s}.csv") for s in realdata.SPLITS}
+        return task, data, {"backbone": "hf:" + plain.minilm_path(), "pretrained": pretrained}
+    task, data = "image-classification", {s: str(root / s) for s in realdata.SPLITS}
+    kw = {
+        "backbone": "timm:tf_efficientnet_lite0",
+        "pretrained": plain.lite_weights_file(0) if pretrained else False,
+        "image_size": IMAGE_SIZE,
+        "train_transforms": "none",
+    }
+    return task, data, kw
+
+
 def run_tk(workload: str, root: Path, seed: int, options: dict, pretrained: bool = True) -> dict:
     """tk.finetune on the workload's files; returns test accuracy, the resolved epochs/batch size, seconds."""
     import transferkit as tk
 
-    if domain(workload) == "text":
-        task, data = "text-classification", {s: str(root / f"{s}.csv") for s in realdata.SPLITS}
-        kw = {"backbone": "hf:" + plain.minilm_path(), "pretrained": pretrained}
-    else:
-        task, data = "image-classification", {s: str(root / s) for s in realdata.SPLITS}
-        kw = {
-            "backbone": "timm:tf_efficientnet_lite0",
-            "pretrained": plain.lite_weights_file(0) if pretrained else False,
-            "image_size": IMAGE_SIZE,
-            "train_transforms": "none",
-        }
+    task, data, kw = tk_inputs(workload, root, pretrained)
     steps = _Steps()
     t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
