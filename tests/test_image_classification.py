@@ -92,6 +92,22 @@ def test_evaluate_on_a_folder(trained, data_dir):
         tk.evaluate(out, data=str(data_dir) + "-typo")
 
 
+def test_evaluate_errors_name_the_evaluation_data_not_a_training_split(trained, data_dir, tmp_path):
+    _, out = trained
+    unknown = make_folder(tmp_path / "unknown", per_class=1)
+    (unknown / "red").rename(unknown / "purple")
+    with pytest.raises(DataError, match=r"'purple' in the evaluation data \(folder .*known classes.*trained on"):
+        tk.evaluate(out, data=str(unknown))
+    one_file = next(data_dir.rglob("*.png"))
+    with pytest.raises(DataError, match=r"^evaluation data '.*\.png' is a file but not a CSV"):
+        tk.evaluate(out, data=str(one_file))
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    Image.new("RGB", (8, 8)).save(loose / "a.png")
+    with pytest.raises(DataError, match=r"holds 1 image but no class subfolders"):
+        tk.evaluate(out, data=str(loose))
+
+
 def test_learns_an_easy_task_with_test_split(data_dir, tmp_path):
     data = {"train": str(data_dir), "test": str(data_dir)}
     result = tk.finetune("image-classification", data=data, epochs=10, output_dir=str(tmp_path / "r"), **FAST)

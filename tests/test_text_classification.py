@@ -57,6 +57,10 @@ def test_load_predict_and_evaluate(run, files):
     assert predictor.predict("a single string is one input")[0]["label"] in ("neg", "pos")
     metrics = tk.evaluate(out, data=files["test"])
     assert metrics["accuracy"] >= 0.85 and "f1_macro" in metrics
+    unknown = Path(files["test"]).with_name("unknown.csv")
+    unknown.write_text("text,label\na fine film,pos\nan odd one,meh\n")
+    with pytest.raises(DataError, match=r"line 3 has label 'meh' in the evaluation data, .*not trained on it"):
+        tk.evaluate(out, data=str(unknown))
     with pytest.raises(DataError, match="single texts"):
         predictor.predict([("a", "b")])
 

@@ -448,6 +448,55 @@ def test_resume_mid_epoch_matches_the_uninterrupted_run(image_data, reference, t
     assert [line.split(",")[:3] for line in got_hist] == [line.split(",")[:3] for line in ref_hist]
 
 
+def test_resume_with_loader_workers_matches_the_uninterrupted_run(image_data, tmp_path):
+    # Worker processes augment with generators a checkpoint cannot save; per-item seeds make the crop/flip of each
+    # item depend on (seed, epoch, position) only. Without them both resumes below differed from the reference.
+    ref = tmp_path / "ref"
+    finetune(image_data, ref, num_workers=2)
+    for step in (6, 9):  # the end of epoch 1; mid epoch 2 (a resume that skips batches)
+        out = crashed_run(image_data, tmp_path / f"crash-{step}", step=step, num_workers=2)
+        finetune(image_data, out, resume=True, num_workers=2)
+        assert_same_weights(out, ref)
+    # and two fresh runs with workers agree
+    again = tmp_path / "again"
+    finetune(image_data, again, num_workers=2)
+    assert_same_weights(again, ref)
+
+
+def test_text_resume_with_loader_workers_matches_the_uninterrupted_run(text_setup, tmp_path):
+    # length-grouped batches shuffle with the loader's generator, from which fresh workers also draw a base seed
+    _, files, options = text_setup
+    options = {**options, "num_workers": 2}
+    ref = tmp_path / "ref"
+    tk.finetune("text-classification", data=files, output_dir=str(ref), **options)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        tk.finetune("text-classification", data=files, output_dir=str(out), callbacks=(CrashAt(7),), **options)
+    tk.finetune("text-classification", data=files, output_dir=str(out), resume=True, **options)
+    assert_same_weights(out, ref)
+
+
+def test_per_item_seeds_follow_seed_epoch_and_position_only():
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from transferkit.engine.seeding import SeededBatches, SeededItems
+
+    gen = torch.Generator()
+    batches = SeededBatches(BatchSampler(RandomSampler(range(10), generator=gen), 4, True), seed=3, generator=gen)
+    batches.set_epoch(1)
+    first = list(batches)
+    gen.manual_seed(999)  # a draw from the shared generator (the workers' base seed) does not move the order
+    assert list(batches) == first and len(first) == len(batches) == 2
+    batches.set_epoch(2)
+    second = list(batches)
+    assert [s for b in second for _, s in b] != [s for b in first for _, s in b]
+    assert len({s for b in first for _, s in b}) == 8
+    items = SeededItems([lambda: torch.rand(1)] * 10)
+    draw = lambda key: items[key]()  # noqa: E731 - the item is a function that draws from the global generator
+    assert torch.equal(draw((0, 5)), draw((0, 5))) and not torch.equal(draw((0, 5)), draw((0, 6)))
+    assert len(items) == 10
+
+
 def test_missing_or_damaged_rng_state_is_not_swallowed(image_data, tmp_path):
     base = crashed_run(image_data, tmp_path / "base", step=9)
     for how in ("missing", "damaged", "wrong-shape"):

@@ -358,22 +358,7 @@ def resolve_image_data(
         raise DataError(f"val_fraction={val_fraction!r} is invalid; pass a fraction in (0, 1), e.g. 0.1.")
     specs = _split_specs(data)
     raw = {name: _read_split(spec, name) for name, spec in specs.items()}
-
-    bad = check_files([p for split in raw.values() if split.paths is not None for p in split.paths], max_pixels)
-    if bad:
-        if not skip_bad_files:
-            listed = "\n".join(f"  {p} ({why})" for p, why in bad[:_MAX_LISTED])
-            more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-            raise DataError(
-                f"{len(bad)} image file(s) are corrupt or not images:\n{listed}{more}\n"
-                "Delete or replace them, or pass skip_bad_files=True to leave them out."
-            )
-        _drop_files(raw, {p for p, _ in bad})
-        warnings.warn(
-            f"Skipped {len(bad)} unreadable image file(s) (skip_bad_files=True), e.g. {bad[0][0]!r}.",
-            UserWarning,
-            stacklevel=2,
-        )
+    _check_image_files(raw, skip_bad_files, max_pixels)
 
     train = raw["train"]
     fixed = labels is not None
@@ -410,6 +395,47 @@ def resolve_image_data(
         test=sources.get("test"),
         val_from_train=val_from_train,
         label_type=_label_type(train, fixed),
+    )
+
+
+def read_labelled_images(
+    data: Any,
+    labels: Sequence[str],
+    *,
+    role: str = "evaluation",
+    skip_bad_files: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> ImageSource:
+    """One labelled image set (a class-subfolder folder, a CSV or a Dataset) read against a trained model's
+    class names `labels`, e.g. to evaluate it on new data. Messages call it the `role` data, not a split.
+
+    Example:
+        >>> source = read_labelled_images("data/pets_test", ["cat", "dog"])  # doctest: +SKIP
+        >>> len(source), source.targets[:3]
+        (40, [0, 0, 1])
+    """
+    raw = {role: _read_split(data, role)}
+    _check_image_files(raw, skip_bad_files, max_pixels)
+    return _to_source(raw[role], [str(n) for n in labels], role, fixed=True)
+
+
+def _check_image_files(raw: Mapping[str, _Split], skip_bad_files: bool, max_pixels: int | None) -> None:
+    """Raises on unreadable image files, or drops them (one warning) with `skip_bad_files`."""
+    bad = check_files([p for split in raw.values() if split.paths is not None for p in split.paths], max_pixels)
+    if not bad:
+        return
+    if not skip_bad_files:
+        listed = "\n".join(f"  {p} ({why})" for p, why in bad[:_MAX_LISTED])
+        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise DataError(
+            f"{len(bad)} image file(s) are corrupt or not images:\n{listed}{more}\n"
+            "Delete or replace them, or pass skip_bad_files=True to leave them out."
+        )
+    _drop_files(raw, {p for p, _ in bad})
+    warnings.warn(
+        f"Skipped {len(bad)} unreadable image file(s) (skip_bad_files=True), e.g. {bad[0][0]!r}.",
+        UserWarning,
+        stacklevel=3,
     )
 
 
@@ -501,8 +527,8 @@ def _read_folder(root: Path, split: str) -> _Split:
     if not class_dirs:
         if loose:
             raise DataError(
-                f"Folder {root_s!r} holds {len(loose)} images but no class subfolders. Put each class's images in "
-                f"its own subfolder: {root_s}/<class name>/<image>."
+                f"Folder {root_s!r} holds {len(loose)} image{'s' if len(loose) != 1 else ''} but no class subfolders. "
+                f"Put each class's images in its own subfolder: {root_s}/<class name>/<image>."
             )
         raise DataError(
             f"Folder {root_s!r} holds no images. Expected class subfolders with image files ({exts}), e.g. "
@@ -626,11 +652,19 @@ def _dataset_targets(ds: Any) -> list | None:
 def _unknown_label_message(name: str, origin: str, labels: list[str], fixed: bool = False) -> str:
     shown = labels if len(labels) <= 20 else labels[:20] + ["..."]
     if fixed:
-        return f"Label {name!r} in {origin} is not one of the known classes {shown}; remove those items."
+        return (
+            f"Label {name!r} in {origin} is not one of the known classes {shown} (the ones the model was trained "
+            "on); remove those items."
+        )
     return (
         f"Label {name!r} in {origin} is not a training class; the training split has {shown}. Add training "
         "images of that class or remove it from this split."
     )
+
+
+def _where(name: str, split: _Split) -> str:
+    kind = "split" if name in ("train", "val", "test") else "data"
+    return f"the {name} {kind} ({split.origin})"
 
 
 def _to_source(split: _Split, labels: list[str], name: str, fixed: bool) -> ImageSource:
@@ -646,7 +680,7 @@ def _to_source(split: _Split, labels: list[str], name: str, fixed: bool) -> Imag
         split.names = [labels[t] if 0 <= t < len(labels) else str(t) for t in split.raw_labels]
     unknown = [n for n in dict.fromkeys(split.names) if n not in ids]
     if unknown:
-        msg = _unknown_label_message(unknown[0], f"the {name} split ({split.origin})", labels, fixed)
+        msg = _unknown_label_message(unknown[0], _where(name, split), labels, fixed)
         if len(unknown) > 1:
             msg += f" Other unknown labels: {unknown[1 : 1 + _MAX_LISTED]}."
         if split.dataset is not None and split.classes is None and unknown[0].lstrip("+-").isdigit():
@@ -655,7 +689,7 @@ def _to_source(split: _Split, labels: list[str], name: str, fixed: bool) -> Imag
     targets = [ids[n] for n in split.names]
     if split.paths is not None:
         return ImageSource(targets, paths=split.paths, origin=split.origin)
-    label_map = _LabelMap(labels, split.classes, f"the {name} split ({split.origin})", fixed)
+    label_map = _LabelMap(labels, split.classes, _where(name, split), fixed)
     return ImageSource(targets, dataset=split.dataset, origin=split.origin, label_map=label_map)
 
 

@@ -104,15 +104,19 @@ class LabelMap:
             if idx is None:
                 line = lines[i] if lines else i + 1
                 known = ", ".join(map(repr, self.names[:20])) + (", ..." if len(self.names) > 20 else "")
-                fix = (
-                    "Add examples of it to the training data, fix the typo, or pass label_names=[...] listing every "
-                    "class."
-                    if split != "train"
-                    else "Add it to label_names or fix the label."
-                )
+                if split == "train":
+                    fix = "Add it to label_names or fix the label."
+                elif split in ("val", "test"):
+                    fix = (
+                        "Add examples of it to the training data, fix the typo, or pass label_names=[...] listing "
+                        "every class."
+                    )
+                else:  # data read against a trained model (tk.evaluate)
+                    fix = "The model was not trained on it: fix the typo, or remove those rows."
+                where = f"the {split} split" if split in ("train", "val", "test") else f"the {split} data"
                 raise DataError(
-                    f"{source}: line {line} has label {value!r} in the {split} split, which the training data does "
-                    f"not have (known labels: {known}). {fix}"
+                    f"{source}: line {line} has label {value!r} in {where}, which the training data does not have "
+                    f"(known labels: {known}). {fix}"
                 )
             out.append(idx)
         return out

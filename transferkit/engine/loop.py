@@ -46,6 +46,7 @@ from .freezing import NoFreeze, resolve_freeze
 from .optim import ParamGroupPlan, build_optimizer, pretrained_groups
 from .progress import Progress, log
 from .schedules import Schedule, warmup_steps_for
+from .seeding import set_epoch as set_sampler_epoch
 
 
 @dataclass
@@ -179,6 +180,7 @@ def _reseed(loader, seed: int, epoch: int) -> None:
     """Shuffle order depends on (seed, epoch) only, so a resumed run sees the same batches as an uninterrupted one."""
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
+    set_sampler_epoch(getattr(loader, "batch_sampler", None), epoch)  # per-item seeds of loaders with workers
     generator = getattr(loader, "generator", None)
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed + epoch)

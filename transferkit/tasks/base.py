@@ -125,13 +125,25 @@ class Task:
                 "shuffle": shuffle,
                 "drop_last": split == "train" and len(dataset) > batch_size,
             }
+        generator = generator or torch.Generator().manual_seed(self.config.seed)
+        if workers > 0 and split == "train":
+            # augmentation in worker processes: per-item seeds, so a resumed run is bit-identical (engine/seeding.py)
+            from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+            from ..engine.seeding import SeededBatches, SeededItems
+
+            if batch_sampler is None:
+                sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+                batch_sampler = BatchSampler(sampler, batching["batch_size"], batching["drop_last"])
+            batching = {"batch_sampler": SeededBatches(batch_sampler, self.config.seed, generator)}
+            dataset = SeededItems(dataset)
         return DataLoader(
             dataset,
             collate_fn=collate_fn,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available() and self.config.device != "cpu",
-            generator=generator or torch.Generator().manual_seed(self.config.seed),
+            generator=generator,
             **batching,
         )
 
