@@ -192,29 +192,59 @@ def run_plain(workload: str, root: Path, seed: int, epochs: int, batch_size: int
     return {**out, "cpu_seconds": time.process_time() - c0}
 
 
-def run_unit(job: tuple[str, int, bool, bool, bool]) -> tuple[str, int, dict[str, dict]]:
-    """Every contender of one (workload, seed) on the same split: tk, plain (tk's epochs/batch), scratch, LR range."""
-    workload, seed, mode, quick, lr_range = job
-    mode = {True: "recommended", False: "defaults"}.get(mode, mode)
+def contenders(workload: str, mode: str, lr_range: bool) -> list[str]:
+    """The runs of one (workload, seed): tk, plain, scratch and the LR range's other rates."""
+    names = ["tk", "plain", "scratch"]
+    if lr_range:
+        default_lr = PROPOSED[domain(workload)]["lr"]
+        names += [f"tk_lr={lr:g}" for lr in LR_RANGE[domain(workload)] if lr != default_lr]  # tk is that run
+    return names
+
+
+def run_one(job: tuple[str, int, str, bool, str]) -> tuple[str, int, str, dict]:
+    """One contender on one (workload, seed) split. Runs are independent jobs (the plain side gets tk's run length
+    from the same rule, `recommended_options`), so two workers stay busy to the end."""
+    workload, seed, mode, quick, name = job
     torch.set_num_threads(1)
-    out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix=f"tk-eff-{workload}-") as tmp:
         root = write_data(workload, seed, Path(tmp) / "data", quick)
-        if mode == "recommended":
-            options = recommended_options(domain(workload), _train_size(workload, root))
+        recommended = recommended_options(domain(workload), _train_size(workload, root))
+        options = {"recommended": recommended, "lr_auto": {"lr": "auto"}}.get(mode, {})
+        if name == "plain":
+            out = run_plain(workload, root, seed, recommended["epochs"], recommended["batch_size"])
+        elif name == "scratch":
+            out = run_tk(workload, root, seed, options, pretrained=False)
+        elif name.startswith("tk_lr="):  # the LR range varies lr alone; the other options stay as they are
+            out = run_tk(workload, root, seed, {**options, "lr": float(name.split("=", 1)[1])})
         else:
-            options = {"lr": "auto"} if mode == "lr_auto" else {}
-        # the LR range varies lr alone; the other options stay as they are
-        lr_given = "lr" in options and mode != "recommended"
-        out["tk"] = run_tk(workload, root, seed, options)
-        out["plain"] = run_plain(workload, root, seed, out["tk"]["epochs"], out["tk"]["batch_size"])
-        out["scratch"] = run_tk(workload, root, seed, options, pretrained=False)
-        for lr in LR_RANGE[domain(workload)] if lr_range else ():
-            same = abs(lr - out["tk"]["lr"]) < 1e-6 * lr and not lr_given
-            out[f"tk_lr={lr:g}"] = (
-                {**out["tk"], "same_run_as": "tk"} if same else run_tk(workload, root, seed, {**options, "lr": lr})
-            )
-    return workload, seed, out
+            out = run_tk(workload, root, seed, options)
+    return workload, seed, name, out
+
+
+def check_pairing(workload: str, runs: dict[str, dict], lr_range: bool) -> None:
+    """The plain side ran tk's resolved schedule, and tk's default rate is PROPOSED's (the LR range reuses the tk
+    run for it). Checked as soon as both runs are in, so that a mismatch stops the benchmark early."""
+    tk_run, plain_run = runs["tk"], runs["plain"]
+    if tk_run["steps"] != plain_run["steps"]:
+        raise RuntimeError(
+            f"{workload}: the plain run took {plain_run['steps']} steps, tk {tk_run['steps']}: recommended_options "
+            "no longer matches the task defaults (PROPOSED)."
+        )
+    proposed = PROPOSED[domain(workload)]["lr"]
+    if lr_range and abs(tk_run["lr"] - proposed) > 1e-6 * proposed:
+        raise RuntimeError(f"{workload}: tk ran at lr {tk_run['lr']:g}, PROPOSED says {proposed:g}; update PROPOSED.")
+
+
+def complete_unit(workload: str, runs: dict[str, dict], lr_range: bool) -> dict[str, dict]:
+    """A (workload, seed)'s runs with the default-rate run listed in the LR range too."""
+    check_pairing(workload, runs, lr_range)
+    tk_run = runs["tk"]
+    out = dict(runs)
+    for lr in LR_RANGE[domain(workload)] if lr_range else ():
+        key = f"tk_lr={lr:g}"
+        if key not in out:
+            out[key] = {**tk_run, "same_run_as": "tk"}
+    return out
 
 
 def median(values: list[float]) -> float:
@@ -258,7 +288,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=2,
-        help="processes, one torch thread each, one (workload, seed) at a time (2 on a 2-core machine; 1 on a "
+        help="processes, one torch thread each, one run at a time (2 on a 2-core machine; 1 on a "
         "shared one). Accuracies do not depend on it.",
     )
     args = ap.parse_args()
@@ -267,43 +297,56 @@ def main() -> None:
     if not args.quick and len(seeds) < 3:
         ap.error("medians need at least 3 seeds (or --quick)")
     lr_range = not (args.quick or args.no_lr_range or args.options == "lr_auto")
-    # the text units are the longest: start them first so that the workers finish together
+    # the text runs are the longest: start them first so that the workers finish together
     order = sorted(args.workloads, key=lambda w: domain(w) != "text")
-    jobs = [(w, seed, args.options, args.quick, lr_range) for w in order for seed in seeds]
+    jobs = [
+        (w, seed, args.options, args.quick, name)
+        for w in order
+        for seed in seeds
+        for name in contenders(w, args.options, lr_range)
+    ]
     path = RESULTS if args.options == "defaults" else RESULTS.with_name(f"{RESULTS.stem}_{args.options}.json")
     if args.quick:
         path = path.with_name(f"{path.stem}_quick.json")
-    # finished (workload, seed) units are kept in a side file until the end, so an interrupted run resumes there
+    # finished runs are kept in a side file until the end, so an interrupted benchmark resumes there
     partial = path.with_suffix(".partial.json")
     done = json.loads(partial.read_text()) if partial.is_file() else {}
     t0 = time.perf_counter()
-    units: dict[str, dict[int, dict]] = {w: {} for w in args.workloads}
+    runs: dict[tuple[str, int], dict[str, dict]] = {(w, seed): {} for w in args.workloads for seed in seeds}
 
-    def finish(w: str, seed: int, out: dict, key: str) -> None:
-        units[w][seed] = out
-        done[key] = out
+    def finish(job: tuple, out: dict) -> None:
+        w, seed, _, _, name = job
+        runs[(w, seed)][name] = out
+        done[json.dumps(job)] = out
+        if name in ("tk", "plain") and {"tk", "plain"} <= set(runs[(w, seed)]):
+            check_pairing(w, runs[(w, seed)], lr_range)
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps(done))
-        _progress(w, seed, out, t0)
+        print(
+            f"  {w} seed {seed} {name}: test {out['test_accuracy']:.3f} ({out['seconds']:.0f} s; "
+            f"{time.perf_counter() - t0:.0f} s so far)",
+            flush=True,
+        )
 
     todo = []
     for job in jobs:
-        key = json.dumps(job)
-        if key in done:
-            units[job[0]][job[1]] = done[key]
-            print(f"  {job[0]} seed {job[1]}: kept from {partial.name}", flush=True)
+        if json.dumps(job) in done:
+            runs[(job[0], job[1])][job[4]] = done[json.dumps(job)]
+            print(f"  {job[0]} seed {job[1]} {job[4]}: kept from {partial.name}", flush=True)
         else:
             todo.append(job)
     if args.workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-            for w, seed, out in pool.imap_unordered(run_unit, todo):
-                finish(w, seed, out, json.dumps(next(j for j in todo if j[:2] == (w, seed))))
+            for w, seed, name, out in pool.imap_unordered(run_one, todo):
+                finish(next(j for j in todo if j[:2] == (w, seed) and j[4] == name), out)
     else:
         for job in todo:
-            w, seed, out = run_unit(job)
-            finish(w, seed, out, json.dumps(job))
+            finish(job, run_one(job)[3])
+    units: dict[str, dict[int, dict]] = {
+        w: {seed: complete_unit(w, runs[(w, seed)], lr_range) for seed in seeds} for w in args.workloads
+    }
     total = time.perf_counter() - t0
 
     results = {}
@@ -359,11 +402,6 @@ def main() -> None:
         f"wall {total:.0f} s with {args.workers} worker(s); {cpu:.0f} CPU-seconds in all (one thread per worker: on "
         f"an idle 2-core machine about {cpu / 2:.0f} s with 2 workers); wrote {path}"
     )
-
-
-def _progress(workload: str, seed: int, out: dict[str, dict], t0: float) -> None:
-    line = ", ".join(f"{k} {v['test_accuracy']:.3f}" for k, v in out.items())
-    print(f"  {workload} seed {seed}: {line} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import struct
@@ -493,8 +494,32 @@ def test_per_item_seeds_follow_seed_epoch_and_position_only():
     assert len({s for b in first for _, s in b}) == 8
     items = SeededItems([lambda: torch.rand(1)] * 10)
     draw = lambda key: items[key]()  # noqa: E731 - the item is a function that draws from the global generator
-    assert torch.equal(draw((0, 5)), draw((0, 5))) and not torch.equal(draw((0, 5)), draw((0, 6)))
+    with torch.random.fork_rng(devices=[]):  # SeededItems reseeds the global generators: leave other tests theirs
+        py_state, np_state = random.getstate(), np.random.get_state()
+        assert torch.equal(draw((0, 5)), draw((0, 5))) and not torch.equal(draw((0, 5)), draw((0, 6)))
+        random.setstate(py_state)
+        np.random.set_state(np_state)
     assert len(items) == 10
+
+
+def test_the_batch_order_with_loader_workers_is_the_one_without():
+    # a checkpoint written with num_workers=0 may resume with workers (num_workers may change on resume): the
+    # batches it skips must be the ones it already trained on
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    from transferkit.engine.loop import _reseed
+    from transferkit.engine.seeding import SeededBatches, SeededItems
+
+    plain = DataLoader(list(range(12)), batch_size=4, shuffle=True, generator=torch.Generator())
+    gen = torch.Generator()
+    sampler = SeededBatches(BatchSampler(RandomSampler(range(12), generator=gen), 4, False), 7, gen)
+    seeded = DataLoader(SeededItems(list(range(12))), batch_sampler=sampler, generator=gen, num_workers=2,
+                        persistent_workers=True)  # fmt: skip
+    for epoch in range(3):
+        _reseed(plain, 7, epoch)
+        _reseed(seeded, 7, epoch)
+        assert [b.tolist() for b in seeded] == [b.tolist() for b in plain]
+        assert sampler.epoch == epoch
 
 
 def test_missing_or_damaged_rng_state_is_not_swallowed(image_data, tmp_path):

@@ -44,7 +44,8 @@ class SeededBatches:
         seed: the run's seed.
         generator: the generator `batch_sampler` shuffles with; reseeded to ``seed + epoch`` when an epoch's
             iteration starts, after the DataLoader has drawn its workers' base seed from it, so the order is the
-            one of an uninterrupted run whether or not the workers were just started.
+            one of an uninterrupted run whether or not the workers were just started (and the one of
+            ``num_workers=0``).
     """
 
     def __init__(self, batch_sampler: Any, seed: int, generator: torch.Generator | None = None) -> None:
@@ -63,6 +64,9 @@ class SeededBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.generator is not None:
             self.generator.manual_seed(self.seed + self.epoch)
+            # the one draw a new single-process iterator makes before the sampler shuffles (its base seed): the
+            # order is then the one of num_workers=0, so a resume may change num_workers without skipping others
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         position = 0
         for batch in self.batch_sampler:
             out = []
