@@ -231,6 +231,11 @@ def test_unknown_freeze_strings_are_rejected_with_the_vocabulary():
         FinetuneConfig(freeze="top_2")
 
 
+def test_a_negative_num_workers_is_a_config_error_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"num_workers=-1 is invalid; expected an integer >= 0"):
+        tk.finetune("image-classification", data=str(tmp_path), backbone="timm:test_resnet", num_workers=-1)
+
+
 def test_yaml_and_command_line_scalars_are_typed(tmp_path):
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("lr: 3e-4\nepochs: 4\nbetas: [0.9, 0.98]\nquiet: yes\nwarmup: 0\n")  # PyYAML: '3e-4' is a str

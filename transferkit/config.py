@@ -128,6 +128,7 @@ class FinetuneConfig:
             raise ConfigError("overwrite=True and resume=True contradict each other: pass one (resume continues the "
                               "run in output_dir, overwrite starts a new one there).")  # fmt: skip
         _check(self.keep_checkpoints >= 1, "keep_checkpoints", self.keep_checkpoints, "an integer >= 1")
+        _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0 (0: load in the main process)")
         if self.save_every_steps is not None:
             _check(self.save_every_steps >= 1, "save_every_steps", self.save_every_steps, "an integer >= 1")
         if self.max_steps is not None:
