@@ -318,6 +318,19 @@ def test_test_metrics_are_computed_at_the_original_mask_size(trained, data_dir):
     assert evaluated["loss"] == pytest.approx(result.metrics["test"]["loss"], rel=1e-5)
 
 
+def test_evaluate_errors_name_the_evaluation_data(trained, data_dir, tmp_path):
+    _, out = trained
+    one = make_split(tmp_path / "one", 1, seed=7)
+    Image.fromarray(np.zeros((40, 52), np.uint8)).save(one / "masks" / "000.png")  # background only: a set may
+    assert set(tk.evaluate(out, data=str(one))) >= {"miou", "loss"}  # hold fewer classes than training needs
+    bad = make_split(tmp_path / "bad", 1, seed=7)
+    Image.fromarray(np.full((40, 52), 7, np.uint8)).save(bad / "masks" / "000.png")
+    with pytest.raises(DataError, match=r"outside the 3 classes .*\(the model's classes\)"):
+        tk.evaluate(out, data=str(bad))
+    with pytest.raises(DataError, match=r"^evaluation data '.*000\.png' is a file, not a folder"):
+        tk.evaluate(out, data=str(one / "images" / "000.png"))
+
+
 def test_predict_writes_colour_overlays(trained, data_dir, tmp_path):
     _, out = trained
     predictor = tk.load(out, device="cpu")

@@ -732,21 +732,7 @@ def resolve_segmentation_data(
     num_classes = len(names)
     reader = reader.with_num_classes(num_classes)
 
-    offenders = []
-    for split in raw.values():
-        if split.values is None:
-            continue
-        wheres = (
-            [repr(m) for _, m in split.pairs]
-            if split.pairs
-            else [f"item {i} of {split.origin}" for i in range(len(split.values))]
-        )
-        for where, vals in zip(wheres, split.values):
-            bad = _bad_values(vals, num_classes, ignore_index)
-            if bad.size:
-                offenders.append((where, bad))
-    if offenders:
-        raise DataError(_values_message(offenders, num_classes, ignore_index, class_source))
+    _check_mask_values(raw, num_classes, ignore_index, class_source)
     _check_enough_classes(raw["train"], names, ignore_index)
 
     sources = {
@@ -772,6 +758,52 @@ def resolve_segmentation_data(
         val_from_train=val_from_train,
         class_source=class_source,
     )
+
+
+def read_labelled_masks(
+    data: Any,
+    classes: Sequence[str],
+    *,
+    palette: Any = None,
+    ignore_index: int = 255,
+    skip_bad_files: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+    role: str = "evaluation",
+) -> SegmentationSource:
+    """One labelled image/mask set (a folder with images/ and masks/, a list of pairs or a Dataset) read against a
+    trained model's `classes`, e.g. to evaluate it on new data. Messages call it the `role` data, not a split.
+
+    Example:
+        >>> source = read_labelled_masks("data/roads_test", ["background", "road"])  # doctest: +SKIP
+    """
+    raw = {role: _read_split(data, role)}
+    _check_readable(raw, skip_bad_files, max_pixels)
+    names = _given_classes(list(classes), ignore_index)
+    reader = MaskReader.from_palette(palette, names, ignore_index=ignore_index)
+    _scan_masks(raw, reader, max_pixels)
+    reader = reader.with_num_classes(len(names))
+    _check_mask_values(raw, len(names), ignore_index, "the model's classes")
+    split = raw[role]
+    return SegmentationSource(pairs=split.pairs, dataset=split.dataset, origin=split.origin, reader=reader)
+
+
+def _check_mask_values(raw: dict[str, _Split], num_classes: int, ignore_index: int, class_source: str) -> None:
+    """Raises naming the masks with values that are neither a class id nor `ignore_index`."""
+    offenders = []
+    for split in raw.values():
+        if split.values is None:
+            continue
+        wheres = (
+            [repr(m) for _, m in split.pairs]
+            if split.pairs
+            else [f"item {i} of {split.origin}" for i in range(len(split.values))]
+        )
+        for where, vals in zip(wheres, split.values):
+            bad = _bad_values(vals, num_classes, ignore_index)
+            if bad.size:
+                offenders.append((where, bad))
+    if offenders:
+        raise DataError(_values_message(offenders, num_classes, ignore_index, class_source))
 
 
 def _split_specs(data: Any) -> tuple[dict[str, Any], list[Path]]:

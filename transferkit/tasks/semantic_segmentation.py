@@ -159,23 +159,22 @@ class SemanticSegmentationTask(Task):
         return Splits(built["train"], built.get("val"), built.get("test"), self.labels)
 
     def eval_dataset(self, data: Any):
-        from ..data.masks import resolve_segmentation_data
+        from ..data.masks import read_labelled_masks
         from ..data.splits import split_folders
 
         if isinstance(data, (str, os.PathLike)) and Path(data).is_dir():
             folders = split_folders(data, inside="images/ and masks/")
             if folders:  # train/ val/ test/: evaluate on the test split (else val)
                 data = folders.get("test") or folders.get("val") or folders["train"]
-        resolved = resolve_segmentation_data(
-            {"train": data, "val": data},
-            seed=self.config.seed,
-            classes=self.labels,
+        source = read_labelled_masks(
+            data,
+            self.labels,
             palette=self._palette(),
             ignore_index=self.options.ignore_index,
             skip_bad_files=self.options.skip_bad_files,
             max_pixels=self.options.max_image_pixels,
         )
-        return resolved.train.build(self.transform(train=False), max_pixels=self.options.max_image_pixels)
+        return source.build(self.transform(train=False), max_pixels=self.options.max_image_pixels)
 
     def transform(self, train: bool) -> Callable:
         from ..data.masks import build_segmentation_transforms
