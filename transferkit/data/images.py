@@ -411,7 +411,7 @@ def read_labelled_images(
 
     Example:
         >>> source = read_labelled_images("data/pets_test", ["cat", "dog"])  # doctest: +SKIP
-        >>> len(source), source.targets[:3]
+        >>> len(source), source.targets[:3]  # doctest: +SKIP
         (40, [0, 0, 1])
     """
     raw = {role: _read_split(data, role)}
