@@ -33,7 +33,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..errors import ConfigError, DataError
-from .imageio import MAX_IMAGE_PIXELS, check_files, read_image_file
+from .imageio import MAX_IMAGE_PIXELS, bad_files_listing, check_files, read_image_file
 from .splits import canonical_split, normalise_splits, random_split, split_folders
 
 __all__ = [
@@ -1007,11 +1007,10 @@ def _check_image_files(parsed: Mapping[str, _Parsed], skip: bool, max_pixels: in
             bad_paths.add(path)
     if bad:
         if not skip:
-            listed = "\n".join(f"  {path} ({why})" for path, why in bad[:_MAX_LISTED])
-            more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
             raise DataError(
-                f"{len(bad)} image file(s) are missing, corrupt or not images:\n{listed}{more}\nFix the file names "
-                "or the files, or pass skip_bad_files=True to leave those images (and their boxes) out."
+                f"{len(bad)} image file(s) are missing, corrupt or not images:\n{bad_files_listing(bad, _MAX_LISTED)}"
+                "\nFix the file names or the files, or pass skip_bad_files=True to leave those images (and their "
+                "boxes) out."
             )
         for p in parsed.values():
             keep = [img for img in p.images if img["_path"] is not None and img["_path"] not in bad_paths]

@@ -270,6 +270,17 @@ def check_files(paths: Sequence[str], max_pixels: int | None = MAX_IMAGE_PIXELS)
     return [(p, r) for p, r in zip(paths, reasons) if r is not None]
 
 
+def bad_files_listing(bad: Sequence[tuple[str, str]], limit: int = 5) -> str:
+    """The first `limit` of check_files' (path, reason) pairs, one indented line each, plus "... and N more".
+
+    Example:
+        >>> print(bad_files_listing([("a.png", "not a recognised image format")]))
+          a.png (not a recognised image format)
+    """
+    listed = "\n".join(f"  {p} ({why})" for p, why in bad[:limit])
+    return listed + (f"\n  ... and {len(bad) - limit} more" if len(bad) > limit else "")
+
+
 def header_problem(path: str, max_pixels: int | None = MAX_IMAGE_PIXELS) -> str | None:
     """None if `path` looks like a whole, decodable image; otherwise why not.
 

@@ -25,6 +25,7 @@ from ..errors import DataError
 from .imageio import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
+    bad_files_listing,
     check_files,
     is_image_name,
     load_image,
@@ -425,10 +426,8 @@ def _check_image_files(raw: Mapping[str, _Split], skip_bad_files: bool, max_pixe
     if not bad:
         return
     if not skip_bad_files:
-        listed = "\n".join(f"  {p} ({why})" for p, why in bad[:_MAX_LISTED])
-        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         raise DataError(
-            f"{len(bad)} image file(s) are corrupt or not images:\n{listed}{more}\n"
+            f"{len(bad)} image file(s) are corrupt or not images:\n{bad_files_listing(bad, _MAX_LISTED)}\n"
             "Delete or replace them, or pass skip_bad_files=True to leave them out."
         )
     _drop_files(raw, {p for p, _ in bad})

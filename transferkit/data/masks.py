@@ -28,7 +28,15 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..errors import ConfigError, DataError
 from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .imageio import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, check_files, load_image, read_image_file, walk_images
+from .imageio import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    bad_files_listing,
+    check_files,
+    load_image,
+    read_image_file,
+    walk_images,
+)
 from .splits import normalise_splits, random_split, split_folders
 from .transforms import _INTERPOLATIONS, _target_size
 
@@ -923,10 +931,8 @@ def _check_readable(raw: dict[str, _Split], skip: bool, max_pixels: int | None) 
     if not bad:
         return
     if not skip:
-        listed = "\n".join(f"  {p} ({why})" for p, why in bad[:_MAX_LISTED])
-        more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         raise DataError(
-            f"{len(bad)} image or mask file(s) are corrupt or not images:\n{listed}{more}\n"
+            f"{len(bad)} image or mask file(s) are corrupt or not images:\n{bad_files_listing(bad, _MAX_LISTED)}\n"
             "Delete or replace them, or pass skip_bad_files=True to leave their image/mask pairs out."
         )
     bad_set = {p for p, _ in bad}
