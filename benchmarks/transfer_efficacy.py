@@ -44,7 +44,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -82,21 +81,13 @@ PROPOSED: dict[str, dict] = {
 }
 
 
-def auto_batch_size(n: int, lo: int, hi: int, per_step: int = 20) -> int:
-    """The largest power of two <= n / per_step, clamped to [lo, hi]: about `per_step` steps per epoch or more."""
-    return int(min(hi, max(lo, 2 ** math.floor(math.log2(max(1.0, n / per_step))))))
-
-
-def auto_epochs(n: int, batch_size: int, min_steps: int, min_epochs: int) -> int:
-    steps_per_epoch = n // batch_size if n > batch_size else 1  # the last partial batch is dropped
-    return max(min_epochs, math.ceil(min_steps / steps_per_epoch))
-
-
 def recommended_options(dom: str, n_train: int) -> dict:
     """The PROPOSED defaults resolved for a training set of `n_train` examples, as explicit tk.finetune options."""
+    from transferkit.engine.run_length import auto_batch_size, auto_epochs  # the rule the tasks' "auto" uses
+
     p = PROPOSED[dom]
-    batch = auto_batch_size(n_train, *p["batch"])
-    epochs = auto_epochs(n_train, batch, p["min_steps"], p["min_epochs"])
+    batch = auto_batch_size(n_train, p["batch"])
+    epochs = auto_epochs(n_train, batch, min_steps=p["min_steps"], min_epochs=p["min_epochs"])
     return {"lr": p["lr"], "head_lr_mult": p["head_lr_mult"], "batch_size": batch, "epochs": epochs}
 
 
