@@ -165,6 +165,7 @@ def plain_vision(
     val_every_epoch: bool = True,
     head_init: str = "timm",
     data: dict | None = None,
+    channels_last: bool = False,
 ) -> dict:
     """Fine-tunes Lite0 on ``root/{train,val,test}/<class>/*``; returns test accuracy of the final model, plus the
     val accuracy per epoch (for reference only: nothing is selected on it) and the time.
@@ -180,6 +181,8 @@ def plain_vision(
         head_init: "timm" (timm's classifier init for EfficientNet, uniform +-1/sqrt(classes)) or "torch" (a fresh
             nn.Linear, uniform +-1/sqrt(features), as transferkit's linear head): to tell init from the rest.
         data: preloaded ``{split: (x, y)}`` tensors (saves decoding the same folders again).
+        channels_last: NHWC weights (``model.to(memory_format=torch.channels_last)``, as timm's train script's
+            ``--channels-last``): a memory layout for speed, the same computation up to summation order.
     """
     torch.manual_seed(seed)
     root = Path(root)
@@ -191,6 +194,8 @@ def plain_vision(
     model = lite0_model(num_classes, pretrained=pretrained)
     if head_init == "torch":
         model.classifier = nn.Linear(model.num_features, num_classes)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
     norm_ids = {id(p) for m in _bn_layers(model) for p in m.parameters(recurse=False)} if norm_lr else set()

@@ -18,7 +18,7 @@ Contenders, each on the same splits (drawn with the run's seed):
   ``report.html`` (the plain side writes neither; the report took 3 % of an image run and 12 % of a text run).
 - ``plain``: ``benchmarks/plain_reference.py``: AdamW on every weight at the standard LR of the domain (vision
   1e-3, text 5e-5), warmup + cosine (vision) / linear (text), the same epochs and batch size as tk's run, the final
-  model tested (no selection on val).
+  model tested (no selection on val). Images: NHWC weights, as tk's (``channels_last``; a layout, for CPU time).
 - ``scratch``: ``tk.finetune`` with ``pretrained=False``, otherwise as ``tk``.
 - LR robustness: ``tk`` again at the ends of a 10x range around the usual LR (vision 3e-4 / 1e-3 / 3e-3, text
   2e-5 / 5e-5 / 2e-4), everything else default; spread = best - worst median test accuracy, in points.
@@ -178,6 +178,7 @@ def run_plain(workload: str, root: Path, seed: int, epochs: int, batch_size: int
             image_size=IMAGE_SIZE,
             seed=seed,
             val_every_epoch=False,
+            channels_last=True,  # what tk does for images (a layout, for CPU time)
         )
     out = {k: out[k] for k in ("test_accuracy", "val_accuracy", "steps", "seconds")}
     return {**out, "cpu_seconds": time.process_time() - c0}

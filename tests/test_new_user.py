@@ -37,7 +37,7 @@ def test_a_run_says_what_it_does_and_what_it_restored(data_dir, tmp_path, capsys
     err = capsys.readouterr().err
     assert "transferkit image-classification: backbone timm:test_resnet (random init), head linear" in err
     assert "data: train 21, val 3 (val carved from train) | 3 classes" in err
-    assert "device cpu, precision no, 1 process(es), output " + str(tmp_path / "r") in err
+    assert "device cpu, precision no, channels-last, 1 process(es), output " + str(tmp_path / "r") in err
     assert f"Restored epoch {r.best_epoch} of 3 (best val/accuracy" in err
     assert f"Model saved to {tmp_path / 'r' / 'model.safetensors'}" in err
     assert "\r" not in err  # not a terminal: plain lines, no carriage-return fragments

@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = (
     "log_with",
     "callbacks",
     "device",
+    "channels_last",
     "resume",
     "overwrite",
     "output_dir",
@@ -313,7 +314,7 @@ def _run(task_name: str, task_cls, cfg: FinetuneConfig, opts: Any, data: Any) ->
         trainer = Trainer(task, model, splits, cfg, out, accelerator=accelerator, fingerprint=fp)
         trainer.prepare_resume()  # the checkpoint is whole and of this run, before transferkit.json is rewritten
         if is_main:
-            _summary(task_name, cfg, task, raw, accelerator, out)
+            _summary(task_name, cfg, task, raw, accelerator, out, trainer.channels_last)
             drop_aside(out)  # overwrite=True: the new run begins, the old one goes
             write_meta(out, task=task_name, config=cfg, options=opts, task_state=task.state(), status="training",
                        fingerprint=fp)  # fmt: skip
@@ -444,7 +445,9 @@ def _check_more_epochs(out: Path, previous: dict, cfg: FinetuneConfig) -> None:
             )
 
 
-def _summary(task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerator: Any, out: Path) -> None:
+def _summary(
+    task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerator: Any, out: Path, channels_last: bool = False
+) -> None:
     from .engine.progress import log
 
     if cfg.quiet:
@@ -466,7 +469,8 @@ def _summary(task_name: str, cfg: FinetuneConfig, task: Any, raw: Any, accelerat
         f"  data: {splits}{note}{classes}\n"
         f"  lr {lr} (new layers x{cfg.head_lr_mult:g}), {cfg.epochs} epochs, batch {cfg.batch_size}, "
         f"freeze {cfg.freeze if isinstance(cfg.freeze, str) else type(cfg.freeze).__name__}\n"
-        f"  device {accelerator.device}, precision {cfg.mixed_precision}, {accelerator.num_processes} process(es), "
+        f"  device {accelerator.device}, precision {cfg.mixed_precision}{', channels-last' if channels_last else ''}, "
+        f"{accelerator.num_processes} process(es), "
         f"output {out}"
     )
 

@@ -86,6 +86,7 @@ class FinetuneConfig:
     average_top_k: int | None = None  # average the weights of the k best epochs at the end (kept if better)
     # machinery
     mixed_precision: str = "no"  # no | bf16 | fp16 (fp16 needs a GPU)
+    channels_last: bool | Literal["auto"] = "auto"  # NHWC conv weights (faster); auto: image classif. and segmentation
     device: str | None = None  # "cpu", "cuda", "cuda:1"; None: what accelerate picks
     seed: int = 42  # seeds weights init, data order and augmentation
     num_workers: int = 0  # DataLoader worker processes
@@ -123,6 +124,8 @@ class FinetuneConfig:
         _check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         _check(self.batchnorm in BATCHNORM_POLICIES, "batchnorm", self.batchnorm, f"one of {BATCHNORM_POLICIES}")
         _check(self.nonfinite in NONFINITE_POLICIES, "nonfinite", self.nonfinite, f"one of {NONFINITE_POLICIES}")
+        ok = isinstance(self.channels_last, bool) or self.channels_last == "auto"
+        _check(ok, "channels_last", self.channels_last, "True, False or 'auto'")
         _check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision, str(MIXED_PRECISION))
         if self.overwrite and self.resume:
             raise ConfigError("overwrite=True and resume=True contradict each other: pass one (resume continues the "

@@ -144,7 +144,7 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        save_model(model, str(tmp))
+        save_model(model, str(tmp), force_contiguous=True)  # channels_last weights
     except Exception as e:
         tmp.unlink(missing_ok=True)
         raise _as_os_error(e, path) from None

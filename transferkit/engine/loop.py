@@ -43,6 +43,7 @@ from .callbacks import (
 )
 from .evaluation import evaluate, to_device
 from .freezing import NoFreeze, resolve_freeze
+from .memory_format import apply_channels_last, match_state_layout
 from .optim import ParamGroupPlan, build_optimizer, pretrained_groups
 from .progress import Progress, log
 from .schedules import Schedule, warmup_steps_for
@@ -215,6 +216,7 @@ class Trainer:
             self.frozen_batchnorm = freeze_pretrained_batchnorm(
                 model, {n for g in pretrained_groups(model) for n in g}
             )
+        self.channels_last = apply_channels_last(model, config.channels_last, task)  # before the optimizer sees it
         self.plan = ParamGroupPlan(model, config if config.lr != "auto" else config.replace(lr=1.0))
         if self.plan.num_groups == 0 and not isinstance(self.strategy, NoFreeze):
             raise ConfigError(
@@ -950,6 +952,7 @@ class Trainer:
                 tensors("optimizer.safetensors"), ckpt.read_json(folder / "optimizer.json")
             )
             optimizer.load_state_dict(opt_state)
+            match_state_layout(optimizer)  # NHWC weights get NHWC moments, as in the uninterrupted run
         except ArtifactError:
             raise
         except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as e:

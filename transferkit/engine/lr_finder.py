@@ -7,9 +7,9 @@ rate at the minimum is already on the verge of diverging). Weights, optimizer an
 back afterwards, so the real run starts exactly as it would have with that rate given by hand.
 
 Measured against the task defaults on real domain-shifted data (benchmarks/results/efficacy_followups.json, median
-of 3 seeds): ImageNet Lite0 -> MNIST 0.933 vs 0.965 at lr 1e-3, -> digits 0.972 vs 0.975, MiniLM -> tweets 0.653
-vs 0.678 at 5e-5. It found 5e-4..1.2e-3 for Lite0 and 3.5e-5..2.5e-4 for MiniLM: no better than the defaults
-where those were measured; useful where nothing is known about a backbone.
+of 3 seeds, NCHW runs): ImageNet Lite0 -> MNIST 0.933 vs 0.965 at lr 1e-3, -> digits 0.972 vs 0.975, MiniLM ->
+tweets 0.653 vs 0.678 at 5e-5. It found 5e-4..1.2e-3 for Lite0 and 3.5e-5..2.5e-4 for MiniLM: no better than the
+defaults where those were measured; useful where nothing is known about a backbone.
 """
 
 from __future__ import annotations

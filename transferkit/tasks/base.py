@@ -51,6 +51,9 @@ class Task:
     monitor_mode: ClassVar[str] = "min"
     default_head: ClassVar[str] = "linear"
     batchnorm: ClassVar[str] = "eval-when-frozen"  # the task's BatchNorm policy for batchnorm="auto"
+    # channels_last="auto" turns NHWC memory on for this task's conv nets: measured 1.1-2.3x faster CPU steps for
+    # timm / torchvision classifiers and smp models (benchmarks/channels_last.py); detection keeps NCHW.
+    channels_last_auto: ClassVar[bool] = False
     modality: ClassVar[str] = ""  # "image" or "text": which backbones fit
     # batch_size="auto" / epochs="auto" (engine/run_length.py): batch bounds, minimum optimizer steps and epochs;
     # None: not measured for this task, so "auto" is refused

@@ -93,6 +93,7 @@ class SemanticSegmentationTask(Task):
     default_head = "unet"
     batchnorm = "eval-when-frozen"
     modality = "image"
+    channels_last_auto = True
     writes_artifacts = False
 
     def __init__(self, config: FinetuneConfig, options: SemanticSegmentationOptions | None = None) -> None:
